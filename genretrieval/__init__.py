@@ -1,0 +1,21 @@
+"""genretrieval: retrieval with generative embeddings (LLM2Vec-Gen)."""
+
+import os as _os
+
+# Idle OpenMP threads must sleep, not spin: with another process on a core, spinning makes torch ~10x slower.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from .errors import GenRetError  # noqa: E402
+from .instructions import TASKS, Task  # noqa: E402
+
+__all__ = ["GenRetError", "TASKS", "Task", "load_encoder", "GenEncoder", "TeacherEncoder"]
+__version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # torch and transformers load lazily, so `import genretrieval` and `genret --help` stay fast.
+    if name in ("load_encoder", "GenEncoder", "TeacherEncoder"):
+        from . import encoder
+
+        return getattr(encoder, name)
+    raise AttributeError(name)

@@ -1,0 +1,117 @@
+"""Adapter files: the trainable rows and projections as safetensors plus ``adapter.json``; never pickled."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..errors import GenRetError
+from .model import GenModel
+
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "adapter.safetensors"
+CONFIG_FILE = "adapter.json"
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "adapters"
+
+
+@dataclass
+class AdapterConfig:
+    """Everything about an adapter except its tensors. ``instructions`` overrides task presets by name."""
+
+    backbone: str
+    backbone_weights: str
+    hidden_size: int
+    dim: int
+    num_compression: int = 10
+    num_thought: int = 0
+    teacher: str = "all-MiniLM-L6-v2"
+    trained: bool = False
+    instructions: dict[str, dict[str, str]] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+
+def adapter_tensors(model: GenModel) -> dict[str, torch.Tensor]:
+    return {
+        "special": model.special.detach().float().cpu().contiguous(),
+        "recon.weight": model.recon.weight.detach().float().cpu().contiguous(),
+        "recon.bias": model.recon.bias.detach().float().cpu().contiguous(),
+        "align.weight": model.align.weight.detach().float().cpu().contiguous(),
+        "align.bias": model.align.bias.detach().float().cpu().contiguous(),
+    }
+
+
+def save_adapter(model: GenModel, config: AdapterConfig, directory: str | Path) -> Path:
+    """Write ``adapter.safetensors`` and ``adapter.json`` into ``directory`` (each written then renamed)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, write in ((WEIGHTS_FILE, lambda p: save_file(adapter_tensors(model), p)),
+                        (CONFIG_FILE, lambda p: Path(p).write_text(json.dumps(asdict(config), indent=2) + "\n"))):
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.")
+        os.close(fd)
+        write(tmp)
+        os.replace(tmp, directory / name)
+    return directory
+
+
+def read_adapter(directory: str | Path) -> tuple[AdapterConfig, dict[str, torch.Tensor]]:
+    """Read an adapter directory; raises ``GenRetError`` for missing or malformed files."""
+    directory = Path(directory)
+    cfg_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
+    for p in (cfg_path, weights_path):
+        if not p.is_file():
+            raise GenRetError(f"adapter file missing: {p}")
+    try:
+        raw = json.loads(cfg_path.read_text())
+        config = AdapterConfig(**raw)
+    except (json.JSONDecodeError, TypeError) as e:
+        raise GenRetError(f"malformed {cfg_path}: {e}") from None
+    if config.format_version > FORMAT_VERSION:
+        raise GenRetError(f"{cfg_path} has format {config.format_version}; this genretrieval reads up to "
+                          f"{FORMAT_VERSION} (upgrade genretrieval)")
+    return config, load_file(weights_path)
+
+
+def load_into(model: GenModel, config: AdapterConfig, tensors: dict[str, torch.Tensor], where: str) -> None:
+    """Copy adapter tensors into ``model``; refuses shape mismatches with the backbone."""
+    if config.hidden_size != model.hidden_size:
+        raise GenRetError(f"adapter {where} was trained for hidden size {config.hidden_size} "
+                          f"({config.backbone}), but this backbone has {model.hidden_size}")
+    expected = adapter_tensors(model)
+    for name, t in expected.items():
+        if name not in tensors or tuple(tensors[name].shape) != tuple(t.shape):
+            got = tuple(tensors[name].shape) if name in tensors else "missing"
+            raise GenRetError(f"adapter {where}: tensor {name} is {got}, expected {tuple(t.shape)}")
+    with torch.no_grad():
+        model.special.copy_(tensors["special"])
+        for lin in ("recon", "align"):
+            getattr(model, lin).weight.copy_(tensors[f"{lin}.weight"])
+            getattr(model, lin).bias.copy_(tensors[f"{lin}.bias"])
+
+
+def adapter_hash(config: AdapterConfig, tensors: dict[str, torch.Tensor]) -> str:
+    """Stable identity: sha256 over the tensors' bytes and the config fields that change the vectors."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].float().contiguous()
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.numpy().tobytes())
+    h.update(json.dumps({"backbone_weights": config.backbone_weights, "num_compression": config.num_compression,
+                         "num_thought": config.num_thought, "instructions": config.instructions},
+                        sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def shipped_adapter(backbone: str) -> Path | None:
+    """The adapter shipped inside the package for a registered backbone, if any."""
+    path = SHIPPED_DIR / backbone
+    return path if (path / CONFIG_FILE).is_file() else None

@@ -1,0 +1,86 @@
+"""The LLM2Vec-Gen module: a frozen causal LM, trainable special-token rows, and the recon/align projections."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def position_ids_from_mask(mask: torch.Tensor) -> torch.Tensor:
+    """Positions counted over real tokens only, so left padding does not shift them. (B, L) -> (B, L)."""
+    return (mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+class GenModel(nn.Module):
+    """Frozen ``causal_lm`` plus the trainable adapter.
+
+    Trainable (fp32): ``special`` (T+K, H) token rows appended after the text (T thought tokens, then K
+    compression tokens), ``recon`` Linear(H, H) and ``align`` Linear(H, D). The embedding of a text is
+    ``mean_k align(recon(h_k))`` over the K compression positions of the last (post-norm) hidden state.
+    """
+
+    def __init__(self, causal_lm: nn.Module, num_compression: int = 10, num_thought: int = 0,
+                 dim: int = 384, seed: int = 0):
+        super().__init__()
+        if num_compression <= 0:
+            raise ValueError("num_compression must be >= 1")
+        if num_thought < 0:
+            raise ValueError("num_thought must be >= 0")
+        self.lm = causal_lm
+        self.lm.requires_grad_(False)
+        self.num_compression = num_compression
+        self.num_thought = num_thought
+        emb = causal_lm.get_input_embeddings().weight
+        hidden = emb.shape[1]
+        g = torch.Generator().manual_seed(seed)
+        # New rows start near the average token so the frozen LM sees in-distribution inputs.
+        mean, std = emb.float().mean(0), emb.float().std()
+        init = mean + 0.1 * std * torch.randn(num_thought + num_compression, hidden, generator=g)
+        self.special = nn.Parameter(init.to(emb.device))
+        self.recon = nn.Linear(hidden, hidden, device=emb.device)
+        self.align = nn.Linear(hidden, dim, device=emb.device)
+        with torch.no_grad():  # deterministic init from the seed, independent of the global RNG
+            for lin in (self.recon, self.align):
+                bound = lin.in_features ** -0.5
+                lin.weight.copy_(torch.empty_like(lin.weight).uniform_(-bound, bound, generator=g))
+                lin.bias.zero_()
+
+    @property
+    def hidden_size(self) -> int:
+        return self.special.shape[1]
+
+    @property
+    def dim(self) -> int:
+        return self.align.out_features
+
+    @property
+    def num_special(self) -> int:
+        return self.num_thought + self.num_compression
+
+    def backbone(self) -> nn.Module:
+        """The decoder without its lm_head (encoding never needs the vocabulary projection)."""
+        return self.lm.get_decoder() if hasattr(self.lm, "get_decoder") else self.lm.model
+
+    def adapter_parameters(self) -> list[nn.Parameter]:
+        return [self.special, *self.recon.parameters(), *self.align.parameters()]
+
+    def compress(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Hidden states at the K compression positions.
+
+        input_ids, attention_mask: (B, L), left-padded text. Returns (B, K, H) fp32.
+        """
+        embed = self.lm.get_input_embeddings()
+        dtype = embed.weight.dtype
+        b = input_ids.shape[0]
+        special = self.special.to(dtype).unsqueeze(0).expand(b, -1, -1)
+        inputs = torch.cat([embed(input_ids), special], dim=1)
+        mask = torch.cat([attention_mask, attention_mask.new_ones(b, self.num_special)], dim=1)
+        out = self.backbone()(inputs_embeds=inputs, attention_mask=mask,
+                              position_ids=position_ids_from_mask(mask), use_cache=False)
+        return out.last_hidden_state[:, -self.num_compression:].float()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Returns ``h`` (B, K, H), ``soft_prompt`` = recon(h) (B, K, H) and ``embedding`` (B, D), all fp32."""
+        h = self.compress(input_ids, attention_mask)
+        soft = self.recon(h)
+        return {"h": h, "soft_prompt": soft, "embedding": self.align(soft).mean(dim=1)}

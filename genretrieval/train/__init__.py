@@ -1,0 +1,1 @@
+"""Self-supervised training of the adapter: responses, teacher targets, optimisation."""

@@ -1,0 +1,65 @@
+"""Training queries: read JSONL files, validate, deduplicate, and sample reproducibly."""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from ..errors import GenRetError
+
+
+@dataclass(frozen=True)
+class Query:
+    id: str
+    text: str
+    source: str = ""
+
+
+def load_queries(files: Sequence[str | Path], id_field: str = "id", text_field: str = "text",
+                 max_queries: int | None = None, seed: int = 0) -> list[Query]:
+    """Read queries from JSONL files (one object per line), in a seeded random order.
+
+    The order is what generation follows, so a partly finished run covers an unbiased sample of every file.
+    A file given as ``path:N`` contributes a seeded sample of N of its queries. ``max_queries`` keeps the
+    first N of the final order. Ids are prefixed with the file stem to stay unique.
+    """
+    if not files:
+        raise GenRetError("no query files given")
+    queries: dict[str, Query] = {}
+    rng = random.Random(seed)
+    for spec in map(str, files):
+        f, cap = _split_cap(spec)
+        if not f.is_file():
+            raise GenRetError(f"query file not found: {f}")
+        rows: list[Query] = []
+        with f.open(encoding="utf-8", errors="replace") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise GenRetError(f"{f}:{lineno}: not valid JSON ({e.msg})") from None
+                if not isinstance(row, dict) or text_field not in row or id_field not in row:
+                    raise GenRetError(f"{f}:{lineno}: missing field {text_field!r} or {id_field!r}")
+                text = str(row[text_field]).strip()
+                if text:
+                    rows.append(Query(f"{f.stem}:{row[id_field]}", text, str(row.get("source", f.stem))))
+        if not rows:
+            raise GenRetError(f"query file {f} has no queries")
+        if cap is not None and cap < len(rows):
+            rows = rng.sample(rows, cap)
+        queries.update((q.id, q) for q in rows)
+    out = sorted(queries.values(), key=lambda q: q.id)
+    rng.shuffle(out)
+    return out[:max_queries] if max_queries else out
+
+
+def _split_cap(spec: str) -> tuple[Path, int | None]:
+    path, _, cap = spec.rpartition(":")
+    if path and cap.isdigit() and not Path(spec).exists():
+        return Path(path), int(cap)
+    return Path(spec), None

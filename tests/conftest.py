@@ -1,0 +1,50 @@
+"""Shared fixtures: a tiny randomly initialised causal LM with a word-level tokenizer, saved as a local model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+import pytest
+
+WORDS = ("the a of to and in is what how why who capital france paris bread bake city river water bomb make "
+         "generate relevant document that answers this query summarize following passage text semantically "
+         "similar question answer model tokens long short hello world data").split()
+
+
+def build_tiny_backbone(directory: Path, hidden: int = 32, seed: int = 0) -> Path:
+    """Write a 2-layer Qwen2 with random weights and a whitespace tokenizer to ``directory``."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    # A byte-level BPE trained on a few words, the same kind of tokenizer real Qwen2 models use.
+    tk = Tokenizer(models.BPE(unk_token=None))
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<pad>", "<eos>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tk.train_from_iterator([" ".join(WORDS)] * 4, trainer)
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", eos_token="<eos>")
+    tok.chat_template = "{% for m in messages %}{{ m['content'] }} {% endfor %}{% if add_generation_prompt %}answer {% endif %}"
+    torch.manual_seed(seed)
+    cfg = Qwen2Config(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                      pad_token_id=0, eos_token_id=1, bos_token_id=None, tie_word_embeddings=False)
+    Qwen2ForCausalLM(cfg).save_pretrained(directory)
+    tok.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone(tmp_path_factory) -> str:
+    return str(build_tiny_backbone(tmp_path_factory.mktemp("tiny-backbone")))
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone_wide(tmp_path_factory) -> str:
+    """Same architecture with another hidden size, for adapter mismatch tests."""
+    return str(build_tiny_backbone(tmp_path_factory.mktemp("tiny-backbone-48"), hidden=48))
+

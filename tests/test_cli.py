@@ -1,0 +1,38 @@
+"""The `genret` command line: output formats and one-line errors with non-zero exits."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from genretrieval.cli import app
+
+runner = CliRunner()
+
+
+def test_encode_prints_json_lines(tiny_backbone):
+    res = runner.invoke(app, ["encode", "--backbone", tiny_backbone, "--dtype", "fp32", "hello", "the city"])
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(line) for line in res.stdout.splitlines()]
+    assert [r["text"] for r in rows] == ["hello", "the city"]
+    assert len(rows[0]["embedding"]) == 384
+
+
+def test_encode_reads_stdin(tiny_backbone):
+    res = runner.invoke(app, ["encode", "--backbone", tiny_backbone, "--document", "-"], input="a\n\nb\n")
+    assert res.exit_code == 0, res.output
+    assert len(res.stdout.splitlines()) == 2
+
+
+def test_errors_are_one_line():
+    for args in (["encode", "--backbone", "no-such-model", "x"], ["encode", "--adapter", "/nonexistent", "x"]):
+        res = runner.invoke(app, args)
+        assert res.exit_code == 1
+        assert res.stderr.startswith("error: ") and len(res.stderr.strip().splitlines()) == 1
+        assert "Traceback" not in res.output
+
+
+def test_unknown_task_is_one_line(tiny_backbone):
+    res = runner.invoke(app, ["encode", "--backbone", tiny_backbone, "--task", "nope", "x"])
+    assert res.exit_code == 1 and "unknown task 'nope'" in res.stderr

@@ -1,0 +1,145 @@
+"""Generative encoder on a tiny random backbone: shapes, padding, truncation, invariance, adapters, gradients."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from genretrieval import GenRetError
+from genretrieval.encoder import load_encoder, load_gen_model
+from genretrieval.encoder.adapter import AdapterConfig, read_adapter, save_adapter
+
+TEXTS = ["what is the capital of france", "how to bake bread", "hello", "why is the river water long " * 6,
+         "who make the city", "the a of to and in is what how why who"]
+
+
+@pytest.fixture(scope="module")
+def enc(tiny_backbone):
+    return load_encoder("gen", backbone=tiny_backbone, dtype="fp32", max_length=64)
+
+
+def test_shapes_dtype_and_normalisation(enc):
+    q = enc.encode_queries(TEXTS)
+    d = enc.encode_documents(TEXTS)
+    assert q.shape == (len(TEXTS), 384) and q.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(q, axis=1), 1.0, atol=1e-5)
+    raw = enc.encode_queries(TEXTS, normalize=False)
+    assert not np.allclose(np.linalg.norm(raw, axis=1), 1.0)
+    # Query and document instructions differ, so the vectors do too.
+    assert np.all(np.sum(q * d, axis=1) < 0.99999)
+
+
+def test_batch_size_invariance(enc):
+    one = enc.encode_documents(TEXTS, batch_size=1)
+    many = enc.encode_documents(TEXTS, batch_size=32)
+    assert np.min(np.sum(one * many, axis=1)) >= 0.999
+
+
+def test_left_padding_matches_unpadded(enc):
+    alone = enc.encode_queries(["hello"], batch_size=1)
+    padded = enc.encode_queries(["hello", "why is the river water long " * 6], batch_size=2)[:1]
+    assert float((alone @ padded.T)[0, 0]) > 0.9999
+
+
+def test_order_is_preserved(enc):
+    fwd = enc.encode_queries(TEXTS)
+    rev = enc.encode_queries(TEXTS[::-1])[::-1]
+    np.testing.assert_allclose(fwd, rev, atol=1e-5)
+
+
+def test_truncation_keeps_special_tokens(enc):
+    budget = enc.max_length - enc.model.num_special
+    long_a = "the river " * 100 + "paris"
+    long_b = "the river " * 100 + "bread bake"  # differs only after the cut
+    rows = enc.tokenize([long_a], enc.task("retrieval").query)
+    assert len(rows[0]) == budget
+    seen = {}
+    hook = enc.model.backbone().register_forward_hook(
+        lambda m, args, kwargs, out: seen.update(len=kwargs["inputs_embeds"].shape[1]), with_kwargs=True)
+    try:
+        a, b = enc.encode_queries([long_a, long_b])
+    finally:
+        hook.remove()
+    assert seen["len"] == enc.max_length  # text budget + T + K special positions
+    assert float(a @ b) > 0.99999
+
+
+def test_gradients_reach_only_adapter(tiny_backbone):
+    model, tok, _, _ = load_gen_model(tiny_backbone, dtype="fp32")
+    model.train()
+    enc = tok(["what is the capital of france", "hello"], padding=True, return_tensors="pt")
+    out = model(enc["input_ids"], enc["attention_mask"])
+    (out["embedding"].pow(2).sum() + out["soft_prompt"].sum()).backward()
+    assert all(p.grad is None for p in model.lm.parameters())
+    for p in model.adapter_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0
+    assert all(p.dtype == torch.float32 for p in model.adapter_parameters())
+
+
+def test_adapter_round_trip(tmp_path, tiny_backbone, enc):
+    model, _, config, adapter_id = load_gen_model(tiny_backbone, dtype="fp32")
+    with torch.no_grad():
+        model.align.bias.add_(0.5)  # make it differ from the seeded untrained default
+    config.trained = True
+    save_adapter(model, config, tmp_path / "ad")
+    loaded = load_encoder("gen", adapter=tmp_path / "ad", dtype="fp32", max_length=64)
+    assert loaded.identity()["adapter"] != enc.identity()["adapter"]
+    cfg2, tensors = read_adapter(tmp_path / "ad")
+    assert cfg2 == config
+    torch.testing.assert_close(tensors["align.bias"], model.align.bias.detach())
+    again = load_encoder("gen", adapter=tmp_path / "ad", dtype="fp32", max_length=64)
+    assert again.identity() == loaded.identity()
+    np.testing.assert_allclose(again.encode_queries(TEXTS), loaded.encode_queries(TEXTS), atol=1e-6)
+    assert sorted(p.name for p in (tmp_path / "ad").iterdir()) == ["adapter.json", "adapter.safetensors"]
+
+
+def test_untrained_adapter_is_seeded_and_warns(tiny_backbone, caplog):
+    a = load_encoder("gen", backbone=tiny_backbone, dtype="fp32")
+    b = load_encoder("gen", backbone=tiny_backbone, dtype="fp32")
+    assert a.identity() == b.identity() and a.identity()["trained"] is False
+    assert any("UNTRAINED" in r.message for r in caplog.records)
+
+
+@pytest.mark.parametrize("bad, message", [
+    ([], "empty list"), ([""], "text 0 is empty"), (["ok", None], "text 1 is None"),
+    (["ok", 3], "text 1 is int"), ("a string", "single string"), (None, "got None"),
+])
+def test_bad_texts(enc, bad, message):
+    with pytest.raises(GenRetError, match=message):
+        enc.encode_queries(bad)
+
+
+def test_unknown_task(enc):
+    with pytest.raises(GenRetError, match="unknown task 'nope'"):
+        enc.encode_queries(["hello"], task="nope")
+
+
+def test_unknown_backbone():
+    with pytest.raises(GenRetError, match="unknown backbone 'no-such-model'"):
+        load_encoder("gen", backbone="no-such-model")
+
+
+def test_missing_adapter(tmp_path):
+    with pytest.raises(GenRetError, match="adapter file missing"):
+        load_encoder("gen", adapter=tmp_path)
+
+
+def test_hidden_size_mismatch(tmp_path, tiny_backbone, tiny_backbone_wide):
+    model, _, config, _ = load_gen_model(tiny_backbone, dtype="fp32")
+    save_adapter(model, config, tmp_path / "ad")
+    with pytest.raises(GenRetError, match="hidden size 32 .* this backbone has 48"):
+        load_encoder("gen", backbone=tiny_backbone_wide, adapter=tmp_path / "ad", dtype="fp32")
+
+
+def test_malformed_adapter_json(tmp_path, tiny_backbone):
+    model, _, config, _ = load_gen_model(tiny_backbone, dtype="fp32")
+    save_adapter(model, config, tmp_path / "ad")
+    (tmp_path / "ad" / "adapter.json").write_text("{not json")
+    with pytest.raises(GenRetError, match="malformed"):
+        load_encoder("gen", adapter=tmp_path / "ad", dtype="fp32")
+
+
+def test_adapter_config_defaults():
+    cfg = AdapterConfig(backbone="x", backbone_weights="w", hidden_size=8, dim=4)
+    assert cfg.num_compression == 10 and cfg.num_thought == 0 and cfg.trained is False
