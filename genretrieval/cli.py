@@ -89,6 +89,53 @@ def encode(
         sys.stdout.write(json.dumps({"text": text, "embedding": [round(float(x), 6) for x in vec]}) + "\n")
 
 
+@app.command("train")
+@user_errors
+def train_cmd(
+    queries: Annotated[list[str], typer.Option("--queries", help="JSONL query files (id, text); FILE:N samples N.")],
+    out: Annotated[Path, typer.Option(help="Run directory (responses, checkpoints, adapter/).")],
+    backbone: BackboneOpt = None,
+    teacher: Annotated[str, typer.Option(help="Teacher sentence-transformers model.")] = "all-MiniLM-L6-v2",
+    num_compression: Annotated[int, typer.Option("--num-compression", "-k", help="K compression tokens.")] = 10,
+    num_thought: Annotated[int, typer.Option("--num-thought", help="T thought tokens.")] = 0,
+    recon_weight: Annotated[float, typer.Option(help="Weight of the reconstruction loss (0 disables).")] = 1.0,
+    align_weight: Annotated[float, typer.Option(help="Weight of the alignment loss (0 disables).")] = 1.0,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, warm-up then linear decay).")] = 3e-4,
+    batch_size: Annotated[int, typer.Option(help="Examples per micro-batch.")] = 16,
+    grad_accum: Annotated[int, typer.Option(help="Micro-batches per optimizer step.")] = 1,
+    epochs: Annotated[float, typer.Option(help="Passes over the responses (ignored with --steps).")] = 1.0,
+    steps: Annotated[Optional[int], typer.Option(help="Optimizer steps.")] = None,
+    max_queries: Annotated[Optional[int], typer.Option(help="Use only the first N queries (seeded order).")] = None,
+    max_query_tokens: int = 64,
+    max_response_tokens: int = 128,
+    max_new_tokens: Annotated[int, typer.Option(help="Generation length of the responses.")] = 128,
+    gen_batch_size: int = 32,
+    checkpoint_every: int = 25,
+    gradient_checkpointing: Annotated[bool, typer.Option(help="Trade ~25% time for ~35% memory.")] = False,
+    stage: Annotated[Optional[list[str]], typer.Option(help="Run only these stages: responses, teacher, optimize.")] = None,
+    seed: int = 0,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    num_threads: ThreadsOpt = None,
+) -> None:
+    """Self-supervised training: the backbone's own answers, teacher targets, then the adapter. Resumable."""
+    from .train import TrainConfig, train
+
+    stages = stage or ["responses", "teacher", "optimize"]
+    if unknown := set(stages) - {"responses", "teacher", "optimize"}:
+        raise GenRetError(f"unknown stage(s) {sorted(unknown)}; use responses, teacher, optimize")
+    cfg = TrainConfig(queries=queries, out=str(out), backbone=backbone, teacher=teacher,
+                      num_compression=num_compression, num_thought=num_thought, recon_weight=recon_weight,
+                      align_weight=align_weight, lr=lr, batch_size=batch_size, grad_accum=grad_accum, epochs=epochs,
+                      steps=steps, max_queries=max_queries, max_query_tokens=max_query_tokens,
+                      max_response_tokens=max_response_tokens, max_new_tokens=max_new_tokens,
+                      gen_batch_size=gen_batch_size, checkpoint_every=checkpoint_every,
+                      gradient_checkpointing=gradient_checkpointing, seed=seed, device=device, dtype=dtype,
+                      num_threads=num_threads, stages=stages)
+    adapter = train(cfg, log=lambda m: typer.echo(m, err=True))
+    typer.echo(str(adapter))
+
+
 def benchmark(name: str):
     """Import ``benchmarks/<name>.py`` from the source checkout (benchmarks are not part of the wheel)."""
     import importlib

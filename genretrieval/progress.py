@@ -14,12 +14,16 @@ _console = Console(file=sys.stderr)
 
 @contextmanager
 def progress_bar(description: str, total: int, enabled: bool = True) -> Iterator:
-    """Yield ``advance(n)``; draws a bar on stderr when ``enabled``."""
+    """Yield ``advance(n=1, info=None)``; draws a bar on stderr when ``enabled``; ``info`` is shown after it."""
     if not enabled:
-        yield lambda n=1: None
+        yield lambda n=1, info=None: None
         return
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TimeRemainingColumn())
+               TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
     with Progress(*columns, console=_console, transient=False) as p:
-        task = p.add_task(description, total=total)
-        yield lambda n=1: p.advance(task, n)
+        task = p.add_task(description, total=total, info="")
+
+        def advance(n: int = 1, info: str | None = None) -> None:
+            p.update(task, advance=n, **({"info": info} if info is not None else {}))
+
+        yield advance

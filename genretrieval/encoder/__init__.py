@@ -26,11 +26,11 @@ UNTRAINED_WARNING = ("UNTRAINED adapter for {backbone}: the special tokens and p
 
 def load_gen_model(backbone: str | None = None, adapter: str | Path | None = None, device: str | None = None,
                    dtype: str | None = None, num_compression: int = 10, num_thought: int = 0,
-                   dim: int = 384) -> tuple[GenModel, object, AdapterConfig, str]:
+                   dim: int = 384, use_shipped: bool = True) -> tuple[GenModel, object, AdapterConfig, str]:
     """Build ``(model, tokenizer, adapter_config, adapter_id)``.
 
-    The adapter is ``adapter`` if given, else the one shipped for the backbone, else a seeded untrained one
-    (``num_compression``, ``num_thought`` and ``dim`` only apply to that last case).
+    The adapter is ``adapter`` if given, else the one shipped for the backbone (unless ``use_shipped`` is
+    False), else a seeded untrained one (``num_compression``, ``num_thought`` and ``dim`` apply to that case).
     """
     device = resolve_device(device)
     tensors = None
@@ -38,7 +38,7 @@ def load_gen_model(backbone: str | None = None, adapter: str | Path | None = Non
         config, tensors = read_adapter(adapter)
         backbone = backbone or config.backbone
     ref = resolve_backbone(backbone)
-    if adapter is None and (shipped := shipped_adapter(ref.name)) is not None:
+    if adapter is None and use_shipped and (shipped := shipped_adapter(ref.name)) is not None:
         adapter = shipped
         config, tensors = read_adapter(shipped)
     lm, tok = load_backbone(ref, resolve_dtype(dtype, device), device)

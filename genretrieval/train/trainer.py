@@ -1,0 +1,390 @@
+"""`genret train`: responses (stage a), teacher targets (stage b), optimisation (stage c); each resumable."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+import torch.nn.functional as F
+
+from ..errors import GenRetError
+from ..progress import progress_bar
+from .data import load_queries
+from .responses import generate_responses
+
+
+@dataclass
+class TrainConfig:
+    """Every training setting, with the defaults used for the shipped adapter unless noted."""
+
+    queries: list[str]  # JSONL files (``path:N`` samples N of a file)
+    out: str  # run directory: responses/, teacher.parquet, checkpoints/, adapter/, losses.csv, loss.png
+    backbone: str | None = None  # default: qwen2.5-coder-0.5b-instruct
+    teacher: str = "all-MiniLM-L6-v2"
+    num_compression: int = 10
+    num_thought: int = 0
+    recon_weight: float = 1.0
+    align_weight: float = 1.0
+    lr: float = 3e-4
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.05
+    batch_size: int = 16
+    grad_accum: int = 1
+    epochs: float = 1.0
+    steps: int | None = None  # optimizer steps; overrides ``epochs``
+    max_queries: int | None = None
+    max_query_tokens: int = 64
+    max_response_tokens: int = 128
+    max_new_tokens: int = 128
+    gen_batch_size: int = 32
+    holdout: int = 64  # responses kept out of training to measure cosine to the teacher
+    eval_every: int = 25
+    checkpoint_every: int = 25
+    keep_checkpoints: int = 2
+    gradient_checkpointing: bool = False
+    seed: int = 0
+    device: str | None = None
+    dtype: str | None = None
+    num_threads: int | None = None
+    stages: list[Literal["responses", "teacher", "optimize"]] = field(
+        default_factory=lambda: ["responses", "teacher", "optimize"])
+
+    def validate(self) -> None:
+        if self.num_compression <= 0:
+            raise GenRetError("K (--num-compression) must be >= 1")
+        if self.num_thought < 0:
+            raise GenRetError("T (--num-thought) must be >= 0")
+        if self.recon_weight < 0 or self.align_weight < 0 or self.recon_weight + self.align_weight == 0:
+            raise GenRetError("loss weights must be >= 0 and not both 0")
+        for name in ("batch_size", "grad_accum", "max_query_tokens", "max_response_tokens", "max_new_tokens",
+                     "checkpoint_every", "eval_every"):
+            if getattr(self, name) <= 0:
+                raise GenRetError(f"{name} must be >= 1")
+        if self.steps is not None and self.steps <= 0:
+            raise GenRetError("steps must be >= 1")
+        if self.lr <= 0:
+            raise GenRetError("learning rate must be > 0")
+
+
+# ---------------------------------------------------------------------------------------------- stage b
+
+
+def teacher_targets(teacher, ids: list[str], texts: list[str], path: Path, progress: bool = True) -> np.ndarray:
+    """Raw (unnormalised) teacher mean pools of ``texts``, cached by id in ``path``. Returns (N, D) float32."""
+    cached: dict[str, np.ndarray] = {}
+    if path.exists():
+        table = pq.read_table(path)
+        cached = dict(zip(table.column("id").to_pylist(), np.asarray(table.column("embedding").to_pylist(),
+                                                                      dtype=np.float32)))
+    missing = [i for i, rid in enumerate(ids) if rid not in cached]
+    if missing:
+        vecs = teacher.encode([texts[i] for i in missing], normalize=False, progress=progress)
+        cached.update((ids[i], v) for i, v in zip(missing, vecs))
+        tmp = path.with_suffix(".tmp")
+        pq.write_table(pa.table({"id": list(cached), "embedding": [v.tolist() for v in cached.values()]}), tmp)
+        os.replace(tmp, path)
+    return np.stack([cached[rid] for rid in ids]).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------- stage c
+
+
+class Batcher:
+    """Tokenised training examples and the padded tensors for both losses."""
+
+    def __init__(self, model, tokenizer, queries: list[str], responses: list[str], targets: np.ndarray,
+                 cfg: TrainConfig, device: str):
+        self.model, self.tok, self.device = model, tokenizer, device
+        # Queries are embedded as the LLM answered them: the raw text, no instruction.
+        self.q_ids = tokenizer(list(queries), truncation=True, max_length=cfg.max_query_tokens,
+                               add_special_tokens=True)["input_ids"]
+        self.r_ids = tokenizer(responses, truncation=True, max_length=cfg.max_response_tokens,
+                               add_special_tokens=False)["input_ids"]
+        self.targets = torch.from_numpy(targets)
+
+    def __len__(self) -> int:
+        return len(self.q_ids)
+
+    def _left_pad(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.tok.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, r in enumerate(rows):
+            ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
+            mask[i, width - len(r):] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    def losses(self, idx: list[int], cfg: TrainConfig) -> dict[str, torch.Tensor]:
+        """Recon (token cross-entropy), align (squared distance of unit vectors) and cosine to the teacher."""
+        from ..encoder.model import position_ids_from_mask
+
+        ids, mask = self._left_pad([self.q_ids[i] for i in idx])
+        out = self.model(ids, mask)
+        target = self.targets[idx].to(self.device)
+        cos = F.cosine_similarity(out["embedding"], target, dim=-1)
+        # |u - v|^2 between unit vectors = 2 - 2 cos: the direction is what cosine search uses, and the
+        # scale (0..4) sits next to a cross-entropy near 1 instead of vanishing beside it.
+        align = (2 - 2 * cos).mean()
+        result = {"align": align, "cos": cos.mean().detach()}
+        if cfg.recon_weight > 0:
+            result["recon"] = self._recon(out["soft_prompt"], [self.r_ids[i] for i in idx], position_ids_from_mask)
+        else:
+            result["recon"] = torch.zeros((), device=self.device)
+        result["loss"] = cfg.recon_weight * result["recon"] + cfg.align_weight * align
+        return result
+
+    def _recon(self, soft: torch.Tensor, responses: list[list[int]], positions) -> torch.Tensor:
+        """Cross-entropy of the frozen LM regenerating each response from its K soft-prompt vectors.
+
+        soft: (B, K, H) fp32. Layout per row: [pads][K soft vectors][response], pads only at the far left.
+        """
+        lm = self.model.lm
+        embed = lm.get_input_embeddings()
+        dtype = embed.weight.dtype
+        b, k, _ = soft.shape
+        width = k + max(len(r) for r in responses)
+        pad = embed(torch.tensor([self.tok.pad_token_id], device=self.device))[0]
+        rows, masks, pred_rows, targets = [], [], [], []
+        for i, r in enumerate(responses):
+            n_pad = width - k - len(r)
+            r_t = torch.tensor(r, dtype=torch.long, device=self.device)
+            rows.append(torch.cat([pad.expand(n_pad, -1), soft[i].to(dtype), embed(r_t)], dim=0))
+            masks.append(torch.cat([torch.zeros(n_pad, dtype=torch.long), torch.ones(k + len(r), dtype=torch.long)]))
+            # The token at position p is predicted from position p - 1: the first from the last soft vector.
+            pred_rows.append(torch.arange(width - len(r) - 1, width - 1) + i * width)
+            targets.append(r_t)
+        inputs, mask = torch.stack(rows), torch.stack(masks).to(self.device)
+        hidden = self.model.backbone()(inputs_embeds=inputs, attention_mask=mask, position_ids=positions(mask),
+                                       use_cache=False).last_hidden_state
+        # Gather the labelled rows into one 2-D block before the vocabulary projection.
+        picked = hidden.reshape(b * width, -1)[torch.cat(pred_rows).to(self.device)]
+        logits = lm.get_output_embeddings()(picked).float()
+        return F.cross_entropy(logits, torch.cat(targets))
+
+
+def _schedule(step: int, total: int, warmup: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    return max(0.0, (total - step) / max(1, total - warmup))
+
+
+def _epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch)).tolist()
+
+
+def _batches(n: int, cfg: TrainConfig, total_micro: int):
+    """The deterministic sequence of micro-batches (lists of example indices), epoch after epoch."""
+    per_epoch = n // cfg.batch_size
+    order, current = [], -1
+    for m in range(total_micro):
+        epoch, pos = divmod(m, per_epoch)
+        if epoch != current:
+            order, current = _epoch_order(n, cfg.seed, epoch), epoch
+        yield order[pos * cfg.batch_size:(pos + 1) * cfg.batch_size]
+
+
+def _save_checkpoint(run: Path, step: int, model, opt, sched, adapter_cfg, keep: int) -> None:
+    from ..encoder.adapter import save_adapter
+
+    ckpt_root = run / "checkpoints"
+    tmp = ckpt_root / f".step-{step:06d}.tmp"
+    save_adapter(model, adapter_cfg, tmp)
+    torch.save({"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict()},
+               tmp / "trainer_state.pt")
+    final = ckpt_root / f"step-{step:06d}"
+    os.replace(tmp, final)
+    for old in sorted(ckpt_root.glob("step-*"))[:-keep]:
+        for f in old.iterdir():
+            f.unlink()
+        old.rmdir()
+
+
+def _latest_checkpoint(run: Path) -> Path | None:
+    ckpts = sorted((run / "checkpoints").glob("step-*"))
+    return ckpts[-1] if ckpts else None
+
+
+def plot_losses(csv_path: Path, png_path: Path) -> None:
+    """PNG of the training losses and held-out cosine to the teacher."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with csv_path.open() as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return
+    step = [int(r["step"]) for r in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    for key in ("loss", "recon", "align"):
+        a.plot(step, [float(r[key]) for r in rows], label=key)
+    a.set_xlabel("step"), a.set_title("training losses"), a.legend()
+    ev = [(int(r["step"]), float(r["heldout_cos"])) for r in rows if r["heldout_cos"]]
+    b.plot(step, [float(r["cos"]) for r in rows], label="train batch", alpha=0.5)
+    if ev:
+        b.plot(*zip(*ev), marker="o", label="held-out")
+    b.set_xlabel("step"), b.set_title("cosine to the teacher"), b.legend()
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
+
+
+CSV_FIELDS = ["step", "loss", "recon", "align", "cos", "heldout_cos", "lr", "seconds"]
+
+
+def train(cfg: TrainConfig, progress: bool = True, log=print) -> Path:
+    """Run the configured stages; returns the directory of the final adapter (``out/adapter``).
+
+    Interrupting and re-running with the same config resumes each stage where it stopped: cached responses and
+    teacher vectors are reused, and optimisation restarts from the last checkpoint with the same step,
+    optimizer state and data order.
+    """
+    from ..encoder import load_gen_model
+    from ..encoder.adapter import save_adapter
+    from ..encoder.device import set_threads
+    from ..encoder.teacher import TeacherEncoder
+    from .responses import read_responses
+
+    cfg.validate()
+    set_threads(cfg.num_threads)
+    torch.manual_seed(cfg.seed)
+    run = Path(cfg.out)
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+    queries = load_queries(cfg.queries, max_queries=cfg.max_queries, seed=cfg.seed)
+    model, tok, adapter_cfg, _ = load_gen_model(cfg.backbone, None, cfg.device, cfg.dtype, cfg.num_compression,
+                                                cfg.num_thought, dim=384, use_shipped=False)
+    device = str(model.special.device)
+
+    # a. responses
+    if "responses" in cfg.stages:
+        generate_responses(model.lm, tok, queries, run / "responses", cfg.gen_batch_size, cfg.max_new_tokens,
+                           progress=progress, log=log)
+    table = read_responses(run / "responses")
+    wanted = {q.id for q in queries}
+    rows = [r for r in table.to_pylist() if r["id"] in wanted and r["response"].strip()]
+    rows.sort(key=lambda r: r["id"])
+    if len(rows) < cfg.batch_size + 1:
+        raise GenRetError(f"only {len(rows)} responses available; generate more (stage 'responses') first")
+    log(f"responses: {len(rows)} usable of {len(queries)} queries")
+
+    # b. teacher targets
+    teacher = TeacherEncoder(cfg.teacher, device)
+    targets = teacher_targets(teacher, [r["id"] for r in rows], [r["response"] for r in rows],
+                              run / "teacher.parquet", progress)
+    if "optimize" not in cfg.stages:
+        return run
+
+    # c. optimisation
+    hold = min(cfg.holdout, len(rows) // 10)
+    split = _epoch_order(len(rows), cfg.seed, -1)
+    held, train_idx = split[:hold], split[hold:]
+    pick = lambda idx: ([rows[i]["query"] for i in idx], [rows[i]["response"] for i in idx], targets[idx])
+    batcher = Batcher(model, tok, *pick(train_idx), cfg, device)
+    held_batcher = Batcher(model, tok, *pick(held), cfg, device) if hold else None
+    micro_per_epoch = len(batcher) // cfg.batch_size
+    total = cfg.steps or max(1, math.ceil(cfg.epochs * micro_per_epoch / cfg.grad_accum))
+    warmup = max(1, int(cfg.warmup_ratio * total))
+    opt = torch.optim.AdamW(model.adapter_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _schedule(s, total, warmup))
+    adapter_cfg.trained, adapter_cfg.teacher = True, cfg.teacher
+    start = 0
+    if (ckpt := _latest_checkpoint(run)) is not None:
+        from ..encoder.adapter import load_into, read_adapter
+
+        ck_cfg, tensors = read_adapter(ckpt)
+        load_into(model, ck_cfg, tensors, str(ckpt))
+        state = torch.load(ckpt / "trainer_state.pt", weights_only=True)
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        start = state["step"]
+        log(f"resuming from {ckpt.name} (step {start} of {total})")
+    csv_path = run / "losses.csv"
+    kept = []
+    if csv_path.exists() and start:
+        with csv_path.open() as f:
+            kept = [r for r in csv.DictReader(f) if int(r["step"]) <= start]
+    with csv_path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        w.writeheader()
+        w.writerows(kept)
+
+    if cfg.gradient_checkpointing:
+        model.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()  # no dropout in these backbones; needed for gradient checkpointing
+    t0 = time.time()
+    micro = _batches(len(batcher), cfg, total * cfg.grad_accum)
+    for _ in range(start * cfg.grad_accum):  # skip what the checkpoint already consumed
+        next(micro)
+    with progress_bar("training", total, progress) as advance:
+        advance(start)
+        for step in range(start, total):
+            opt.zero_grad(set_to_none=True)
+            parts = {"loss": 0.0, "recon": 0.0, "align": 0.0, "cos": 0.0}
+            for _ in range(cfg.grad_accum):
+                idx = next(micro)
+                res = batcher.losses(idx, cfg)
+                (res["loss"] / cfg.grad_accum).backward()
+                for key in parts:
+                    parts[key] += float(res[key]) / cfg.grad_accum
+            torch.nn.utils.clip_grad_norm_(model.adapter_parameters(), 1.0)
+            opt.step()
+            sched.step()
+            done = step + 1
+            heldout = ""
+            if held_batcher is not None and (done % cfg.eval_every == 0 or done == total):
+                heldout = f"{evaluate_cosine(held_batcher, cfg):.4f}"
+                model.train()
+            with csv_path.open("a", newline="") as f:
+                csv.DictWriter(f, fieldnames=CSV_FIELDS).writerow(
+                    {"step": done, **{k: f"{v:.5f}" for k, v in parts.items()}, "heldout_cos": heldout,
+                     "lr": f"{sched.get_last_lr()[0]:.3g}", "seconds": f"{time.time() - t0:.1f}"})
+            advance(1, info=f"loss {parts['loss']:.3f} recon {parts['recon']:.3f} cos {parts['cos']:.3f}"
+                    + (f" held-out {heldout}" if heldout else ""))
+            if done % cfg.checkpoint_every == 0 or done == total:
+                _save_checkpoint(run, done, model, opt, sched, adapter_cfg, cfg.keep_checkpoints)
+                plot_losses(csv_path, run / "loss.png")
+    model.eval()
+    adapter_cfg.provenance = provenance(cfg, len(rows), hold, total, csv_path)
+    return save_adapter(model, adapter_cfg, run / "adapter")
+
+
+@torch.no_grad()
+def evaluate_cosine(batcher: Batcher, cfg: TrainConfig) -> float:
+    """Mean cosine between the student's embedding of each held-out query and the teacher's of its response."""
+    batcher.model.eval()
+    cos = []
+    for s in range(0, len(batcher), cfg.batch_size):
+        idx = list(range(s, min(len(batcher), s + cfg.batch_size)))
+        ids, mask = batcher._left_pad([batcher.q_ids[i] for i in idx])
+        emb = batcher.model(ids, mask)["embedding"]
+        cos.append(F.cosine_similarity(emb, batcher.targets[idx].to(emb.device), dim=-1))
+    return float(torch.cat(cos).mean())
+
+
+def provenance(cfg: TrainConfig, n_rows: int, hold: int, steps: int, csv_path: Path) -> dict:
+    """What made this adapter: data, settings, final losses, wall time, versions."""
+    import transformers
+
+    with csv_path.open() as f:
+        rows = list(csv.DictReader(f))
+    last = rows[-1] if rows else {}
+    evals = [r["heldout_cos"] for r in rows if r["heldout_cos"]]
+    return {"queries": cfg.queries, "responses_used": n_rows - hold, "heldout": hold, "steps": steps,
+            "batch_size": cfg.batch_size * cfg.grad_accum, "lr": cfg.lr, "recon_weight": cfg.recon_weight,
+            "align_weight": cfg.align_weight, "max_response_tokens": cfg.max_response_tokens,
+            "final": {k: last.get(k) for k in ("loss", "recon", "align", "cos")},
+            "heldout_cos": evals[-1] if evals else None, "train_seconds": last.get("seconds"),
+            "torch": torch.__version__, "transformers": transformers.__version__, "machine": platform.machine()}

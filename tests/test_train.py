@@ -1,0 +1,165 @@
+"""Training on a tiny random backbone: loss falls, backbone frozen, exact resume, response cache, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from genretrieval import GenRetError
+from genretrieval.encoder import load_gen_model
+from genretrieval.encoder.adapter import read_adapter
+from genretrieval.train import trainer as trainer_mod
+from genretrieval.train.data import load_queries
+from genretrieval.train.responses import generate_responses, read_responses
+from genretrieval.train.trainer import Batcher, TrainConfig, train
+
+WORDS = ["what is the capital of france", "how to bake bread", "why is the river long", "who make the city",
+         "what is water", "how is the model long", "the city of paris", "what is a question", "how to make data",
+         "why is the world short", "who is the answer", "the river and the city", "hello world", "what tokens",
+         "how long is the text", "the bread of paris", "what is similar", "summarize the passage",
+         "the document answers", "generate relevant text"]
+
+
+@pytest.fixture()
+def query_file(tmp_path):
+    path = tmp_path / "queries.jsonl"
+    path.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(WORDS)))
+    return path
+
+
+def _cfg(tmp_path, query_file, backbone, **kw) -> TrainConfig:
+    base = dict(queries=[str(query_file)], out=str(tmp_path / "run"), backbone=backbone, batch_size=4,
+                steps=6, checkpoint_every=2, eval_every=2, max_new_tokens=6, max_response_tokens=8,
+                gen_batch_size=8, holdout=4, lr=1e-3, dtype="fp32", device="cpu", num_compression=3)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def test_loss_falls_when_overfitting_a_batch(tiny_backbone):
+    from genretrieval.encoder.teacher import TeacherEncoder
+
+    model, tok, _, _ = load_gen_model(tiny_backbone, dtype="fp32", num_compression=3)
+    responses = ["the city of paris", "bread is made of water", "the river is long", "hello world"]
+    targets = TeacherEncoder().encode(responses, normalize=False)
+    cfg = TrainConfig(queries=["x"], out="x", batch_size=4, max_response_tokens=8)
+    batcher = Batcher(model, tok, WORDS[:4], responses, targets, cfg, "cpu")
+    opt = torch.optim.AdamW(model.adapter_parameters(), lr=3e-3)
+    model.train()
+    first = None
+    for _ in range(40):  # recon falls ~6.8 -> 3.9 and align ~2.0 -> 0.07 at this lr
+        opt.zero_grad()
+        res = batcher.losses([0, 1, 2, 3], cfg)
+        res["loss"].backward()
+        opt.step()
+        first = first or (float(res["recon"].detach()), float(res["align"].detach()))
+    assert float(res["recon"].detach()) < 0.7 * first[0]
+    assert float(res["align"].detach()) < 0.5 * first[1]
+
+
+def test_train_end_to_end_keeps_backbone_and_writes_artifacts(tmp_path, query_file, tiny_backbone):
+    before = _state(load_gen_model(tiny_backbone, dtype="fp32")[0].lm)
+    adapter = train(_cfg(tmp_path, query_file, tiny_backbone), progress=False, log=lambda *_: None)
+    run = tmp_path / "run"
+    for name in ("losses.csv", "loss.png", "teacher.parquet", "train_config.json"):
+        assert (run / name).exists(), name
+    cfg, tensors = read_adapter(adapter)
+    assert cfg.trained and cfg.num_compression == 3 and cfg.provenance["steps"] == 6
+    assert tensors["special"].shape == (3, 32)
+    # The frozen backbone's weights on disk are untouched, and training only ever held adapter gradients.
+    after = _state(load_gen_model(tiny_backbone, dtype="fp32")[0].lm)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    rows = (run / "losses.csv").read_text().splitlines()
+    assert len(rows) == 7 and rows[0].startswith("step,loss")
+
+
+def test_training_does_not_touch_backbone_in_memory(tmp_path, query_file, tiny_backbone, monkeypatch):
+    seen = {}
+    real = trainer_mod.Batcher.__init__
+
+    def spy(self, model, *a, **k):
+        seen.setdefault("before", _state(model.lm))
+        seen["model"] = model
+        real(self, model, *a, **k)
+
+    monkeypatch.setattr(trainer_mod.Batcher, "__init__", spy)
+    train(_cfg(tmp_path, query_file, tiny_backbone), progress=False, log=lambda *_: None)
+    after = _state(seen["model"].lm)
+    assert all(torch.equal(seen["before"][k], after[k]) for k in after)
+
+
+def test_resume_matches_uninterrupted_run(tmp_path, query_file, tiny_backbone, monkeypatch):
+    straight = train(_cfg(tmp_path / "a", query_file, tiny_backbone), progress=False, log=lambda *_: None)
+
+    real_save = trainer_mod._save_checkpoint
+
+    def crash_after_step_4(run, step, *a, **k):
+        real_save(run, step, *a, **k)
+        if step == 4:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer_mod, "_save_checkpoint", crash_after_step_4)
+    cfg = _cfg(tmp_path / "b", query_file, tiny_backbone)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, progress=False, log=lambda *_: None)
+    monkeypatch.setattr(trainer_mod, "_save_checkpoint", real_save)
+    messages = []
+    resumed = train(cfg, progress=False, log=messages.append)
+    assert any("resuming from step-000004" in m for m in messages)
+    _, a = read_adapter(straight)
+    _, b = read_adapter(resumed)
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-6)
+    csv_rows = (tmp_path / "b" / "run" / "losses.csv").read_text().splitlines()[1:]
+    assert [int(r.split(",")[0]) for r in csv_rows] == [1, 2, 3, 4, 5, 6]
+
+
+def test_response_cache_skips_finished_queries(tmp_path, query_file, tiny_backbone):
+    model, tok, _, _ = load_gen_model(tiny_backbone, dtype="fp32")
+    queries = load_queries([query_file])
+    calls = []
+    real = model.lm.generate
+    model.lm.generate = lambda **kw: calls.append(kw["input_ids"].shape[0]) or real(**kw)
+    generate_responses(model.lm, tok, queries[:6], tmp_path / "r", batch_size=4, max_new_tokens=4, progress=False,
+                       log=lambda *_: None)
+    assert sum(calls) == 6
+    calls.clear()
+    table = generate_responses(model.lm, tok, queries[:10], tmp_path / "r", batch_size=4, max_new_tokens=4,
+                               progress=False, log=lambda *_: None)
+    assert sum(calls) == 4
+    assert table.num_rows == 10 and len(set(table.column("id").to_pylist())) == 10
+    assert read_responses(tmp_path / "r").num_rows == 10
+
+
+def test_query_sampling_is_seeded_and_capped(query_file):
+    a = load_queries([f"{query_file}:5"], seed=1)
+    b = load_queries([f"{query_file}:5"], seed=1)
+    assert [q.id for q in a] == [q.id for q in b] and len(a) == 5
+
+
+@pytest.mark.parametrize("content, message", [
+    ("", "has no queries"),
+    ('{"id": 1, "query": "x"}\n', "missing field 'text'"),
+    ('{"id": 1, "text": "x"}\nnot json\n', "queries.jsonl:2: not valid JSON"),
+])
+def test_bad_query_files(tmp_path, content, message):
+    path = tmp_path / "queries.jsonl"
+    path.write_text(content)
+    with pytest.raises(GenRetError, match=message):
+        load_queries([path])
+
+
+def test_bad_settings(tmp_path, query_file, tiny_backbone):
+    with pytest.raises(GenRetError, match="K .* must be >= 1"):
+        train(_cfg(tmp_path, query_file, tiny_backbone, num_compression=0), progress=False)
+    with pytest.raises(GenRetError, match="unknown backbone"):
+        train(_cfg(tmp_path, query_file, "no-such-backbone"), progress=False)
+    with pytest.raises(GenRetError, match="query file not found"):
+        train(_cfg(tmp_path, tmp_path / "missing.jsonl", tiny_backbone), progress=False)
+    with pytest.raises(GenRetError, match="not both 0"):
+        train(_cfg(tmp_path, query_file, tiny_backbone, recon_weight=0, align_weight=0), progress=False)
