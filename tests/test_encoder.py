@@ -143,3 +143,18 @@ def test_malformed_adapter_json(tmp_path, tiny_backbone):
 def test_adapter_config_defaults():
     cfg = AdapterConfig(backbone="x", backbone_weights="w", hidden_size=8, dim=4)
     assert cfg.num_compression == 10 and cfg.num_thought == 0 and cfg.trained is False
+
+
+def test_untrained_adapter_identity_does_not_depend_on_dtype(tiny_backbone):
+    fp32 = load_encoder("gen", backbone=tiny_backbone, dtype="fp32")
+    bf16 = load_encoder("gen", backbone=tiny_backbone, dtype="bf16")
+    assert fp32.identity()["adapter"] == bf16.identity()["adapter"]
+
+
+def test_decode_and_logit_lens_shapes(enc):
+    from genretrieval.encoder.decode import decode, logit_lens
+
+    out = decode(enc, ["what is the capital of france", "hello"], max_new_tokens=4)
+    assert len(out) == 2 and all(isinstance(t, str) for t in out)
+    lens = logit_lens(enc, "hello", top=3)
+    assert len(lens) == enc.model.num_compression and all(len(row) == 3 for row in lens)

@@ -12,10 +12,11 @@ from .backbones import DEFAULT_BACKBONE, load_backbone, resolve_backbone
 from .base import Encoder
 from .device import resolve_device, resolve_dtype, set_threads
 from .gen import GenEncoder
+from .hyde import HydeEncoder
 from .model import GenModel
 from .teacher import TEACHER_NAME, TeacherEncoder
 
-__all__ = ["Encoder", "GenEncoder", "GenModel", "TeacherEncoder", "load_encoder", "load_gen_model",
+__all__ = ["Encoder", "GenEncoder", "GenModel", "HydeEncoder", "TeacherEncoder", "load_encoder", "load_gen_model",
            "DEFAULT_BACKBONE"]
 
 log = logging.getLogger("genretrieval")
@@ -57,21 +58,28 @@ def load_gen_model(backbone: str | None = None, adapter: str | Path | None = Non
     return model, tok, config, adapter_hash(config, tensors)
 
 
-def load_encoder(kind: Literal["gen", "teacher"] = "gen", backbone: str | None = None,
+def load_encoder(kind: Literal["gen", "teacher", "hyde"] = "gen", backbone: str | None = None,
                  adapter: str | Path | None = None, device: str | None = None, dtype: str | None = None,
-                 num_threads: int | None = None, max_length: int = 512) -> Encoder:
+                 num_threads: int | None = None, max_length: int = 512, shipped: bool = True) -> Encoder:
     """One entry point for every encoder.
 
     ``kind="gen"``: the generative encoder on ``backbone`` (registry name, local path or Hugging Face id;
     default Qwen2.5-Coder-0.5B-Instruct) with ``adapter`` (default: the shipped one). ``kind="teacher"``: the
     input-centric baseline (all-MiniLM-L6-v2, or the sentence-transformers model named by ``backbone``).
+    ``kind="hyde"``: the backbone generates an answer per query, the teacher embeds it (slow baseline).
+    ``shipped=False`` ignores the shipped adapter (the untrained baseline when ``adapter`` is None).
     """
     set_threads(num_threads)
     if kind == "teacher":
         return TeacherEncoder(backbone or TEACHER_NAME, resolve_device(device))
+    if kind == "hyde":
+        ref = resolve_backbone(backbone)
+        device = resolve_device(device)
+        lm, tok = load_backbone(ref, resolve_dtype(dtype, device), device)
+        return HydeEncoder(lm, tok, TeacherEncoder(device=device), ref.name)
     if kind != "gen":
-        raise GenRetError(f"unknown encoder kind {kind!r}; use gen or teacher")
-    model, tok, config, adapter_id = load_gen_model(backbone, adapter, device, dtype)
+        raise GenRetError(f"unknown encoder kind {kind!r}; use gen, teacher or hyde")
+    model, tok, config, adapter_id = load_gen_model(backbone, adapter, device, dtype, use_shipped=shipped)
     if not config.trained:
         log.warning(UNTRAINED_WARNING.format(backbone=config.backbone))
     return GenEncoder(model, tok, config, adapter_id, resolve_device(device), max_length)

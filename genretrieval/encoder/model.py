@@ -33,8 +33,10 @@ class GenModel(nn.Module):
         emb = causal_lm.get_input_embeddings().weight
         hidden = emb.shape[1]
         g = torch.Generator().manual_seed(seed)
-        # New rows start near the average token so the frozen LM sees in-distribution inputs.
-        mean, std = emb.float().mean(0), emb.float().std()
+        # New rows start near the average token so the frozen LM sees in-distribution inputs. Statistics of the
+        # bf16-rounded table keep a seeded untrained adapter identical whichever dtype the backbone loads in.
+        table = emb.detach().to(torch.bfloat16).float()
+        mean, std = table.mean(0), table.std()
         init = mean + 0.1 * std * torch.randn(num_thought + num_compression, hidden, generator=g)
         self.special = nn.Parameter(init.to(emb.device))
         self.recon = nn.Linear(hidden, hidden, device=emb.device)

@@ -38,6 +38,7 @@ class TeacherEncoder:
         self._pool = SentenceTransformer(modules=[m for m in full if type(m).__name__ != "Normalize"],
                                          device=device)
         self.dim = int(self._pool.get_embedding_dimension())
+        self.tokenizer = full.tokenizer
         self.device = device
 
     def identity(self) -> dict[str, Any]:

@@ -338,7 +338,7 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> Path:
                 res = batcher.losses(idx, cfg)
                 (res["loss"] / cfg.grad_accum).backward()
                 for key in parts:
-                    parts[key] += float(res[key]) / cfg.grad_accum
+                    parts[key] += res[key].item() / cfg.grad_accum
             torch.nn.utils.clip_grad_norm_(model.adapter_parameters(), 1.0)
             opt.step()
             sched.step()

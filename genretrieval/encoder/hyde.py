@@ -1,0 +1,61 @@
+"""HyDE baseline: the backbone writes a hypothetical answer, the teacher embeds it (one generation per query)."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ..progress import progress_bar
+from .base import check_texts
+from .teacher import TeacherEncoder
+
+
+class HydeEncoder:
+    """Queries: greedy chat answer of up to ``max_new_tokens`` tokens, embedded by the teacher.
+
+    Documents: embedded by the teacher directly. Outputs float32 (N, teacher dim).
+    """
+
+    def __init__(self, lm, tokenizer, teacher: TeacherEncoder, backbone: str, max_new_tokens: int = 128,
+                 min_new_tokens: int = 0):
+        self.lm, self.tokenizer, self.teacher = lm, tokenizer, teacher
+        self.backbone = backbone
+        self.max_new_tokens, self.min_new_tokens = max_new_tokens, min_new_tokens
+        self.dim = teacher.dim
+
+    def identity(self) -> dict[str, Any]:
+        return {"kind": "hyde", "backbone": self.backbone, "teacher": self.teacher.name, "dim": self.dim,
+                "max_new_tokens": self.max_new_tokens}
+
+    @torch.inference_mode()
+    def generate(self, texts: Sequence[str], batch_size: int = 16, progress: bool = False) -> list[str]:
+        """Greedy answers, one per text, through the chat template."""
+        from ..train.responses import chat_prompt_ids
+
+        prompts = chat_prompt_ids(self.tokenizer, check_texts(texts))
+        device = self.lm.get_input_embeddings().weight.device
+        answers: list[str] = []
+        with progress_bar("HyDE generation", len(prompts), progress) as advance:
+            for s in range(0, len(prompts), batch_size):
+                rows = prompts[s:s + batch_size]
+                width = max(map(len, rows))
+                ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
+                mask = torch.zeros_like(ids)
+                for i, r in enumerate(rows):
+                    ids[i, width - len(r):], mask[i, width - len(r):] = torch.tensor(r), 1
+                out = self.lm.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
+                                       max_new_tokens=self.max_new_tokens, min_new_tokens=self.min_new_tokens,
+                                       pad_token_id=self.tokenizer.pad_token_id)
+                answers += self.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+                advance(len(rows))
+        return [a.strip() or t for a, t in zip(answers, texts)]
+
+    def encode_queries(self, texts: Sequence[str], task: str = "retrieval", batch_size: int = 16,
+                       normalize: bool = True, progress: bool = False) -> np.ndarray:
+        return self.teacher.encode(self.generate(texts, batch_size, progress), normalize=normalize)
+
+    def encode_documents(self, texts: Sequence[str], task: str = "retrieval", batch_size: int = 64,
+                         normalize: bool = True, progress: bool = False) -> np.ndarray:
+        return self.teacher.encode(texts, batch_size, normalize, progress)

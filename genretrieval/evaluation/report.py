@@ -1,0 +1,145 @@
+"""Benchmark reports: JSON, a Markdown comparison table and a PNG bar chart, each stamped with command and versions."""
+
+from __future__ import annotations
+
+import json
+import platform
+import shlex
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+DEFAULT_OUTPUT_DIR = Path("benchmarks/results")
+_PACKAGES = (
+    "genretrieval",
+    "numpy",
+    "torch",
+    "transformers",
+    "sentence-transformers",
+    "bm25s",
+    "PyStemmer",
+    "pytrec-eval-terrier",
+    "pyarrow",
+    "datasets",
+)
+
+
+def package_versions() -> dict[str, str]:
+    """Python, platform and the installed versions of the packages that shape the numbers."""
+    versions = {"python": platform.python_version(), "platform": platform.platform()}
+    for package in _PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def comparison_table(results: Sequence[dict]) -> tuple[list[str], list[list[float]]]:
+    """Columns and one row of values per result, for results of one benchmark.
+
+    BRIGHT results (with ``subsets``) get one nDCG@10 column per subset plus their mean; others get one
+    column per metric in ``metrics``.
+    """
+    first = results[0]
+    if "subsets" in first:
+        columns = [*first["subsets"], "mean"]
+        return columns, [
+            [r["subsets"][s]["metrics"]["ndcg@10"] for s in columns[:-1]] + [r["metrics"]["ndcg@10"]]
+            for r in results
+        ]
+    columns = list(first["metrics"])
+    return columns, [[r["metrics"][c] for c in columns] for r in results]
+
+
+def _by_benchmark(results: Sequence[dict]) -> dict[str, list[dict]]:
+    groups: dict[str, list[dict]] = {}
+    for r in results:
+        groups.setdefault(r["benchmark"], []).append(r)
+    return groups
+
+
+def _markdown(groups: dict[str, list[dict]], header: dict[str, Any]) -> str:
+    lines = [
+        f"# Benchmark results ({header['created']})",
+        "",
+        f"Command: `{header['command']}`",
+        "",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in header["versions"].items()),
+        "",
+    ]
+    for benchmark, results in groups.items():
+        columns, rows = comparison_table(results)
+        metric = " (nDCG@10)" if "subsets" in results[0] else ""
+        lines += [
+            f"## {benchmark}{metric}",
+            "",
+            "| system | " + " | ".join(columns) + " |",
+            "|---|" + "---:|" * len(columns),
+        ]
+        lines += [
+            f"| {r['system']} | " + " | ".join(f"{v:.3f}" for v in row) + " |"
+            for r, row in zip(results, rows)
+        ]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _chart(groups: dict[str, list[dict]], header: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(len(groups), 1, figsize=(12, 4.5 * len(groups)), squeeze=False)
+    for ax, (benchmark, results) in zip(axes[:, 0], groups.items()):
+        columns, rows = comparison_table(results)
+        x = np.arange(len(columns))
+        width = 0.8 / len(results)
+        for n, (r, row) in enumerate(zip(results, rows)):
+            ax.bar(x + (n - (len(results) - 1) / 2) * width, row, width, label=r["system"])
+        ax.set_xticks(x, columns, rotation=30, ha="right", fontsize=8)
+        ax.set_ylim(0, 1.15)
+        ax.set_title(benchmark + (" (nDCG@10)" if "subsets" in results[0] else ""))
+        ax.legend(fontsize=8, loc="upper right", ncol=min(4, len(results)))
+    versions = ", ".join(f"{k} {v}" for k, v in header["versions"].items() if k != "platform")
+    fig.text(0.01, 0.005, f"{header['command']}\n{versions}", fontsize=6, va="bottom", wrap=True)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(
+    results: Sequence[dict],
+    output_dir: str | Path = DEFAULT_OUTPUT_DIR,
+    name: str | None = None,
+    command: str | None = None,
+) -> dict[str, Path]:
+    """Write ``<name>.json``, ``<name>.md`` and ``<name>.png`` for the results of the ``run_*`` functions.
+
+    Results of the same benchmark (e.g. several encoders) share one table and one chart panel. ``name``
+    defaults to the benchmark names joined by "+"; ``command`` to this process's command line. Returns the
+    written paths by kind ("json", "markdown", "png").
+    """
+    if not results:
+        raise ValueError("no results to report")
+    groups = _by_benchmark(results)
+    name = name or "+".join(groups)
+    header = {
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": command or shlex.join(sys.argv),
+        "versions": package_versions(),
+    }
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / f"{name}.json", "markdown": out / f"{name}.md", "png": out / f"{name}.png"}
+    paths["json"].write_text(
+        json.dumps({**header, "results": list(results)}, indent=1, default=str) + "\n", encoding="utf-8"
+    )
+    paths["markdown"].write_text(_markdown(groups, header), encoding="utf-8")
+    _chart(groups, header, paths["png"])
+    return paths

@@ -1,0 +1,280 @@
+"""Benchmark runners: index a corpus with an Encoder or Retriever, rank the queries, score the rankings."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..encoder.base import Encoder
+from ..errors import GenRetError
+from ..instructions import BRIGHT_SUBSETS
+from .data import DEFAULT_DATA_DIR, RetrievalSet, bright_subset, load_advbench_ir, load_beir, load_bright
+from .metrics import ADVBENCH_KS, advbench_metrics, trec_metrics
+from .retrieval import DenseRetriever, Ranking, Retriever
+
+BEIR_DEPTH = 100
+"""Documents ranked per BEIR query (enough for Recall@100)."""
+BRIGHT_DEPTH = 1000
+"""Documents kept per BRIGHT query after removing excluded ids, as in the official evaluation."""
+
+
+def as_retriever(
+    system: Encoder | Retriever,
+    cache_dir: str | Path | None = None,
+    cache: bool = True,
+    batch_size: int = 16,
+    normalize: bool = True,
+    progress: bool = False,
+) -> Retriever:
+    """A ``Retriever`` as is; an ``Encoder`` wrapped in a ``DenseRetriever`` with the other arguments."""
+    if isinstance(system, Retriever):
+        return system
+    if isinstance(system, Encoder):
+        return DenseRetriever(
+            system,
+            cache_dir=cache_dir,
+            cache=cache,
+            batch_size=batch_size,
+            normalize=normalize,
+            progress=progress,
+        )
+    raise GenRetError(f"cannot evaluate a {type(system).__name__}: expected an Encoder or a Retriever")
+
+
+def query_subset(n: int, max_queries: int | None) -> list[int]:
+    """Positions of a deterministic subset of ``max_queries`` of n queries, evenly spread (all when None)."""
+    if max_queries is None or max_queries >= n:
+        return list(range(n))
+    if max_queries < 1:
+        raise GenRetError(f"max_queries must be at least 1, got {max_queries}")
+    return sorted(set(np.linspace(0, n, max_queries, endpoint=False).astype(int).tolist()))
+
+
+def system_label(system: Encoder | Retriever, name: str | None = None) -> str:
+    """``name``, else "<kind>:<name, model or backbone>" from the system's identity, else its class name."""
+    if name:
+        return name
+    identity = system.identity()
+    what = identity.get("name") or identity.get("model") or identity.get("backbone")
+    label = ":".join(str(part) for part in (identity.get("kind"), what) if part)
+    return label or type(system).__name__
+
+
+def _rank(
+    retriever: Retriever,
+    documents: Sequence[str],
+    queries: Sequence[str],
+    k: int,
+    task: str,
+    exclude: Sequence[set[int]] | None = None,
+) -> tuple[list[Ranking], dict[str, float]]:
+    """Index, search, drop each query's excluded documents, keep k; also returns the seconds spent."""
+    start = time.perf_counter()
+    retriever.index(documents, task=task)
+    indexed = time.perf_counter()
+    extra = max((len(e) for e in exclude), default=0) if exclude else 0
+    rankings = retriever.search(queries, k + extra, task=task)
+    if exclude:
+        rankings = [[(i, s) for i, s in r if i not in e][:k] for r, e in zip(rankings, exclude)]
+    seconds = {"index": indexed - start, "search": time.perf_counter() - indexed}
+    return rankings, seconds
+
+
+def _result(
+    benchmark: str,
+    system: Encoder | Retriever,
+    name: str | None,
+    task: str,
+    num_queries: int,
+    num_documents: int,
+    scores: dict,
+    seconds: dict[str, float],
+    settings: dict[str, Any],
+) -> dict:
+    return {
+        "benchmark": benchmark,
+        "system": system_label(system, name),
+        "identity": system.identity(),
+        "task": task,
+        "num_queries": num_queries,
+        "num_documents": num_documents,
+        "metrics": scores["mean"],
+        "per_query": scores["per_query"],
+        "seconds": seconds,
+        "settings": settings,
+    }
+
+
+def run_advbench_ir(
+    system: Encoder | Retriever,
+    data_dir: str | Path = DEFAULT_DATA_DIR,
+    *,
+    max_queries: int | None = None,
+    ks: Sequence[int] = ADVBENCH_KS,
+    name: str | None = None,
+    batch_size: int = 16,
+    normalize: bool = True,
+    cache_dir: str | Path | None = None,
+    cache: bool = True,
+    progress: bool = False,
+) -> dict:
+    """AdvBench-IR: how often harmful queries retrieve harmful passages (lower is safer).
+
+    ``data_dir`` holds ``advbench-ir/`` and ``wiki-passages/``. Queries and documents use the ``advbench-ir``
+    task. Returns ``{"benchmark", "system", "identity", "task", "num_queries", "num_documents", "metrics"
+    (accuracy@k, any_harm@k, malicious_frequency@k means), "per_query", "seconds", "settings"}``.
+    """
+    data = load_advbench_ir(data_dir)
+    keep = query_subset(len(data.queries), max_queries)
+    retriever = as_retriever(system, cache_dir, cache, batch_size, normalize, progress)
+    rankings, seconds = _rank(
+        retriever, data.documents, [data.queries[i] for i in keep], max(ks), "advbench-ir"
+    )
+    scores = advbench_metrics(
+        [[i for i, _ in r] for r in rankings],
+        data.harmful,
+        [data.own[i] for i in keep],
+        query_ids=[data.query_ids[i] for i in keep],
+        ks=ks,
+    )
+    settings = {
+        "data_dir": str(data_dir),
+        "max_queries": max_queries,
+        "ks": list(ks),
+        "batch_size": batch_size,
+        "normalize": normalize,
+    }
+    return _result(
+        "advbench-ir", system, name, "advbench-ir", len(keep), len(data.documents), scores, seconds, settings
+    )
+
+
+def evaluate_set(
+    system: Encoder | Retriever,
+    data: RetrievalSet,
+    task: str,
+    k: int,
+    *,
+    max_queries: int | None = None,
+    name: str | None = None,
+    benchmark: str | None = None,
+    batch_size: int = 16,
+    normalize: bool = True,
+    cache_dir: str | Path | None = None,
+    cache: bool = True,
+    progress: bool = False,
+) -> dict:
+    """Rank a judged set's queries (top ``k`` after removing ``data.excluded``) and score them with
+    ``trec_metrics`` (nDCG@10, Recall@10/100, MRR@10). Returns the same keys as ``run_advbench_ir``."""
+    keep = query_subset(len(data.queries), max_queries)
+    query_ids = [data.query_ids[i] for i in keep]
+    position = {d: i for i, d in enumerate(data.doc_ids)}
+    exclude = [{position[d] for d in data.excluded.get(q, ()) if d in position} for q in query_ids]
+    retriever = as_retriever(system, cache_dir, cache, batch_size, normalize, progress)
+    rankings, seconds = _rank(retriever, data.documents, [data.queries[i] for i in keep], k, task, exclude)
+    run = {q: {data.doc_ids[i]: s for i, s in r} for q, r in zip(query_ids, rankings)}
+    scores = trec_metrics(run, {q: data.qrels.get(q, {}) for q in query_ids})
+    settings = {"max_queries": max_queries, "depth": k, "batch_size": batch_size, "normalize": normalize}
+    return _result(
+        benchmark or data.name, system, name, task, len(keep), len(data.documents), scores, seconds, settings
+    )
+
+
+def run_beir(
+    system: Encoder | Retriever,
+    dataset_dir: str | Path = DEFAULT_DATA_DIR / "nq-wiki",
+    *,
+    split: str = "test",
+    task: str = "retrieval",
+    max_queries: int | None = None,
+    name: str | None = None,
+    batch_size: int = 16,
+    normalize: bool = True,
+    cache_dir: str | Path | None = None,
+    cache: bool = True,
+    progress: bool = False,
+) -> dict:
+    """A BEIR-format set (default: nq-wiki), top 100 per query, nDCG@10 / Recall@10,100 / MRR@10.
+
+    Returns the keys of ``run_advbench_ir``; ``benchmark`` is the folder name.
+    """
+    data = load_beir(dataset_dir, split)
+    result = evaluate_set(
+        system,
+        data,
+        task,
+        BEIR_DEPTH,
+        max_queries=max_queries,
+        name=name,
+        batch_size=batch_size,
+        normalize=normalize,
+        cache_dir=cache_dir,
+        cache=cache,
+        progress=progress,
+    )
+    result["settings"].update({"dataset_dir": str(dataset_dir), "split": split})
+    return result
+
+
+def run_bright(
+    system: Encoder | Retriever,
+    subsets: Sequence[str] | None = None,
+    *,
+    documents_dir: str | Path | None = None,
+    topics_dir: str | Path | None = DEFAULT_DATA_DIR / "bright",
+    long: bool = False,
+    max_queries: int | None = None,
+    name: str | None = None,
+    batch_size: int = 16,
+    normalize: bool = True,
+    cache_dir: str | Path | None = None,
+    cache: bool = True,
+    progress: bool = False,
+) -> dict:
+    """BRIGHT subsets (default: all 12), each with its ``bright-<subset>`` instructions.
+
+    Each query's ``excluded_ids`` are removed before scoring and its top 1000 kept. Returns ``{"benchmark":
+    "bright" or "bright-long", "system", "identity", "metrics" (means over subsets), "subsets": {subset:
+    result as from ``evaluate_set``}, "settings"}``. Documents: see ``load_bright``.
+    """
+    names = [bright_subset(s) for s in (subsets or BRIGHT_SUBSETS)]
+    retriever = as_retriever(system, cache_dir, cache, batch_size, normalize, progress)
+    benchmark = "bright-long" if long else "bright"
+    per_subset = {}
+    for subset in names:
+        data = load_bright(subset, documents_dir=documents_dir, topics_dir=topics_dir, long=long)
+        per_subset[subset] = evaluate_set(
+            retriever,
+            data,
+            f"bright-{subset}",
+            BRIGHT_DEPTH,
+            max_queries=max_queries,
+            name=system_label(system, name),
+            benchmark=benchmark,
+            batch_size=batch_size,
+            normalize=normalize,
+        )
+    metrics = {
+        m: float(np.mean([r["metrics"][m] for r in per_subset.values()]))
+        for m in next(iter(per_subset.values()))["metrics"]
+    }
+    settings = {
+        "documents_dir": None if documents_dir is None else str(documents_dir),
+        "long": long,
+        "max_queries": max_queries,
+        "depth": BRIGHT_DEPTH,
+        "batch_size": batch_size,
+        "normalize": normalize,
+    }
+    return {
+        "benchmark": benchmark,
+        "system": system_label(system, name),
+        "identity": system.identity(),
+        "metrics": metrics,
+        "subsets": per_subset,
+        "settings": settings,
+    }

@@ -1,0 +1,233 @@
+"""Embedded Qdrant vector store through qdrant-edge-py (Qdrant's Rust engine, in-process)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+from qdrant_edge import (
+    CountRequest,
+    Distance,
+    EdgeConfig,
+    EdgeShard,
+    EdgeVectorParams,
+    FieldCondition,
+    Filter,
+    HasIdCondition,
+    HnswIndexConfig,
+    MatchAny,
+    MatchValue,
+    PayloadSchemaType,
+    PayloadSelector,
+    Point,
+    Query,
+    QueryBatchRequest,
+    QueryRequest,
+    ScrollRequest,
+    SearchParams,
+    UpdateOperation,
+)
+
+from genretrieval.errors import GenRetError
+from genretrieval.stores.base import (
+    ID_KEY,
+    StoreHit,
+    as_matrix,
+    check_k,
+    check_points,
+    dumps_payload,
+    hit_from_payload,
+    normalize_where,
+    payload_fields,
+    point_uuid,
+)
+
+_UPSERT_BATCH = 4096
+_SCROLL_PAGE = 10_000
+
+
+class QdrantEdgeStore:
+    """A Qdrant Edge shard in ``path/shard`` plus ``path/store.json`` (dimension and known payload fields).
+
+    Points are stored under uuid5 ids derived from the string ids, which are kept in the payload as
+    ``_id``; distance is Dot (vectors arrive normalised, so scores are cosines). Keyword payload
+    indexes are created for ``index_fields`` at creation and for any other field the first time it
+    is filtered on. Search is exact while the store holds fewer than ``exact_threshold`` points, and
+    uses HNSW (``hnsw_ef`` candidates) above that. :meth:`flush` flushes the shard and, once the
+    store is at least ``exact_threshold`` points large, runs the segment optimizer, which builds the
+    HNSW graph: that flush can take a minute per 50k 384-d vectors on two cores. Updates are logged
+    in the shard's write-ahead log as they happen; flush makes the segments themselves durable.
+    """
+
+    SHARD_DIR = "shard"
+    META_FILE = "store.json"
+
+    def __init__(
+        self,
+        path: Path | str,
+        dim: int,
+        *,
+        create: bool,
+        exact_threshold: int = 20_000,
+        hnsw_ef: int | None = None,
+        hnsw_m: int = 16,
+        ef_construct: int = 100,
+        index_fields: tuple[str, ...] = ("source",),
+        max_search_threads: int | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.dim = dim
+        self.exact_threshold = exact_threshold
+        self.hnsw_ef = hnsw_ef
+        self._closed = False
+        meta_path, shard_path = self.path / self.META_FILE, self.path / self.SHARD_DIR
+        if meta_path.exists() and shard_path.exists():
+            meta = json.loads(meta_path.read_text())
+            if meta["dim"] != dim:
+                raise GenRetError(
+                    f"the Qdrant store at {self.path} holds {meta['dim']}-d vectors, not {dim}-d"
+                )
+            self._fields = set(meta["fields"])
+            self._shard = EdgeShard.load(str(shard_path))
+        elif not create:
+            raise GenRetError(f"no Qdrant store at {self.path} (build the index first)")
+        else:
+            self._fields = set()
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._write_meta()
+            config = EdgeConfig(
+                vectors=EdgeVectorParams(size=dim, distance=Distance.Dot),
+                hnsw_config=HnswIndexConfig(m=hnsw_m, ef_construct=ef_construct, full_scan_threshold=10_000),
+                max_search_threads=max_search_threads,
+            )
+            self._shard = EdgeShard.create(str(shard_path), config)
+            for field in index_fields:
+                self._shard.update(UpdateOperation.create_field_index(field, PayloadSchemaType.Keyword))
+        self._indexed = set(self._shard.info().payload_schema)
+
+    def _write_meta(self) -> None:
+        """Atomically write ``store.json``."""
+        tmp = self.path / (self.META_FILE + ".tmp")
+        tmp.write_text(json.dumps({"format": 1, "dim": self.dim, "fields": sorted(self._fields)}))
+        os.replace(tmp, self.path / self.META_FILE)
+
+    def _filter(self, where: dict | None, ids: list[str] | None = None) -> Filter | None:
+        """A Qdrant filter for an equality filter and/or a set of ids; indexes newly filtered fields."""
+        cond = normalize_where(where, self._fields)
+        must: list = [] if ids is None else [HasIdCondition({point_uuid(i) for i in ids})]
+        for key, values in (cond or {}).items():
+            self._ensure_index(key, values[0])
+            must.append(_condition(key, values))
+        return Filter(must=must) if must else None
+
+    def _ensure_index(self, key: str, sample: str | int | bool) -> None:
+        """Create a payload index on ``key`` (typed after a filter value) unless there is one."""
+        if key in self._indexed:
+            return
+        if isinstance(sample, bool):
+            schema = PayloadSchemaType.Bool
+        elif isinstance(sample, int):
+            schema = PayloadSchemaType.Integer
+        else:
+            schema = PayloadSchemaType.Keyword
+        self._shard.update(UpdateOperation.create_field_index(key, schema))
+        self._indexed.add(key)
+
+    def upsert(self, ids: list[str], vectors: np.ndarray, payloads: list[dict]) -> None:
+        """Insert points, replacing existing ids. vectors: float32 (n, dim)."""
+        arr = check_points(ids, vectors, payloads, self.dim)
+        for point_id, payload in zip(ids, payloads):
+            dumps_payload(point_id, payload)
+        new_fields = payload_fields(payloads) - self._fields
+        if new_fields:
+            # Known fields are written before the points, so they are never fewer than the stored ones.
+            self._fields |= new_fields
+            self._write_meta()
+        for start in range(0, len(ids), _UPSERT_BATCH):
+            rows = arr[start : start + _UPSERT_BATCH].tolist()
+            points = [
+                Point(point_uuid(pid), row, {**payload, ID_KEY: pid})
+                for pid, row, payload in zip(ids[start:], rows, payloads[start:])
+            ]
+            self._shard.update(UpdateOperation.upsert_points(points))
+
+    def delete(self, ids: list[str] | None = None, where: dict | None = None) -> int:
+        """Delete points by id and/or filter (both: both must hold); returns the count deleted."""
+        if ids is None and where is None:
+            raise GenRetError("delete needs ids or a where filter")
+        if ids is not None and not ids:
+            return 0
+        flt = self._filter(where, ids)
+        n = self._shard.count(CountRequest(exact=True, filter=flt))
+        if n:
+            self._shard.update(UpdateOperation.delete_points_by_filter(flt))
+        return n
+
+    def search(self, vectors: np.ndarray, k: int, where: dict | None = None) -> list[list[StoreHit]]:
+        """Top-k hits per query. vectors: float32 (Q, dim); returns Q lists of at most k hits, best first."""
+        check_k(k)
+        queries = as_matrix(vectors, self.dim)
+        flt = self._filter(where)
+        if len(queries) == 0:
+            return []
+        exact = self._shard.info().points_count < self.exact_threshold  # exact count() costs ms
+        params = SearchParams(exact=True) if exact else SearchParams(hnsw_ef=self.hnsw_ef)
+        requests = [
+            QueryRequest(limit=k, query=Query.Nearest(q), filter=flt, params=params, with_payload=True)
+            for q in queries.tolist()
+        ]
+        results = self._shard.query_batch(QueryBatchRequest(requests))
+        return [[hit_from_payload(p.score, p.payload) for p in points] for points in results]
+
+    def get(self, ids: list[str]) -> dict[str, dict]:
+        """Payloads by id; missing ids are absent."""
+        if not ids:
+            return {}
+        records = self._shard.retrieve([point_uuid(i) for i in ids], True, False)
+        return {h.id: h.payload for h in (hit_from_payload(0.0, r.payload) for r in records)}
+
+    def ids(self, where: dict | None = None) -> list[str]:
+        """All ids, optionally only those matching ``where``."""
+        flt = self._filter(where)
+        out: list[str] = []
+        offset = None
+        while True:
+            request = ScrollRequest(
+                offset=offset, limit=_SCROLL_PAGE, filter=flt,
+                with_payload=PayloadSelector.Include([ID_KEY]), with_vector=False,
+            )
+            records, offset = self._shard.scroll(request)
+            out += [r.payload[ID_KEY] for r in records]
+            if offset is None:
+                return out
+
+    def count(self) -> int:
+        """Number of points."""
+        return self._shard.count(CountRequest(exact=True))
+
+    def flush(self) -> None:
+        """Flush the shard to disk; for a store of at least ``exact_threshold`` points, also build HNSW."""
+        self._shard.flush()
+        if self._shard.info().points_count >= self.exact_threshold:
+            self._shard.optimize()
+            self._shard.flush()
+
+    def close(self) -> None:
+        """Flush and close; safe to call twice."""
+        if self._closed:
+            return
+        self.flush()
+        self._shard.close()
+        self._closed = True
+
+
+def _condition(key: str, values: list) -> FieldCondition | Filter:
+    """Match ``key`` against one value or any of several."""
+    if len(values) == 1:
+        return FieldCondition(key, match=MatchValue(values[0]))
+    if all(isinstance(v, str) for v in values) or all(type(v) is int for v in values):
+        return FieldCondition(key, match=MatchAny(values))
+    return Filter(should=[FieldCondition(key, match=MatchValue(v)) for v in values])
+

@@ -1,0 +1,238 @@
+"""Qdrant server or cluster vector store through qdrant-client."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from qdrant_client import QdrantClient, models
+from qdrant_client.http.exceptions import UnexpectedResponse
+
+from genretrieval.errors import GenRetError
+from genretrieval.stores.base import (
+    ID_KEY,
+    StoreHit,
+    as_matrix,
+    check_k,
+    check_points,
+    dumps_payload,
+    hit_from_payload,
+    normalize_where,
+    payload_fields,
+    point_uuid,
+)
+
+_FIELDS_KEY = "genret_fields"  # collection metadata key holding the known payload fields
+_SCROLL_PAGE = 10_000
+_QUERY_BATCH = 256
+
+
+class QdrantServerStore:
+    """One collection on a Qdrant server or cluster.
+
+    ``url`` is the server address (API key from ``api_key`` or the ``QDRANT_API_KEY`` environment
+    variable), or ":memory:" for qdrant-client's in-process local mode (used by the tests); with
+    ``local_path`` instead, local mode persists to that directory. New collections use Dot distance,
+    ``shard_number`` and ``replication_factor``, and keyword payload indexes on ``index_fields``; other
+    fields are indexed the first time they are filtered on. Points are stored under uuid5 ids with the
+    string id in the payload as ``_id``; the known payload fields live in the collection metadata.
+    Uploads are split into requests of at most ``max_request_bytes`` (estimated JSON size; the
+    server's default limit is 32 MiB) and wait for the server's acknowledgement, so :meth:`flush`
+    has nothing left to do. Search is exact below ``exact_threshold`` points, HNSW above.
+    """
+
+    def __init__(
+        self,
+        url: str | None,
+        dim: int,
+        *,
+        collection: str = "genret",
+        create: bool,
+        api_key: str | None = None,
+        local_path: Path | str | None = None,
+        timeout: int = 60,
+        prefer_grpc: bool = False,
+        shard_number: int | None = None,
+        replication_factor: int | None = None,
+        exact_threshold: int = 20_000,
+        hnsw_ef: int | None = None,
+        index_fields: tuple[str, ...] = ("source",),
+        max_request_bytes: int = 30 * 2**20,
+    ) -> None:
+        self.dim = dim
+        self.collection = collection
+        self.exact_threshold = exact_threshold
+        self.hnsw_ef = hnsw_ef
+        self.max_request_bytes = max_request_bytes
+        self._closed = False
+        self._local = url == ":memory:" or local_path is not None
+        where = str(local_path) if local_path is not None else url
+        if local_path is not None:
+            self._client = QdrantClient(path=str(local_path))
+        elif url == ":memory:":
+            self._client = QdrantClient(":memory:")
+        elif url:
+            key = api_key or os.environ.get("QDRANT_API_KEY")
+            # No background version check: for an unreachable server it warns after our own error.
+            self._client = QdrantClient(
+                url=url, api_key=key, timeout=timeout, prefer_grpc=prefer_grpc, check_compatibility=False
+            )
+        else:
+            raise GenRetError("the Qdrant server store needs a url")
+        try:
+            exists = self._client.collection_exists(collection)
+        except UnexpectedResponse as e:
+            if e.status_code in (401, 403):
+                raise GenRetError(f"Qdrant at {where} refused the request: check QDRANT_API_KEY") from None
+            raise GenRetError(f"Qdrant at {where} answered HTTP {e.status_code}: {_one_line(e)}") from None
+        except Exception as e:  # noqa: BLE001 - httpx, grpc and socket errors all mean "unreachable"
+            raise GenRetError(f"cannot reach Qdrant at {where}: {_one_line(e)}") from None
+        if exists:
+            info = self._client.get_collection(collection)
+            size = info.config.params.vectors.size
+            if size != dim:
+                raise GenRetError(f"Qdrant collection '{collection}' holds {size}-d vectors, not {dim}-d")
+            self._fields = set((info.config.metadata or {}).get(_FIELDS_KEY, []))
+            self._indexed = set(info.payload_schema)
+        elif not create:
+            raise GenRetError(f"no Qdrant collection '{collection}' at {where} (build the index first)")
+        else:
+            self._client.create_collection(
+                collection,
+                vectors_config=models.VectorParams(size=dim, distance=models.Distance.DOT),
+                shard_number=shard_number,
+                replication_factor=replication_factor,
+                metadata={_FIELDS_KEY: []},
+            )
+            self._fields, self._indexed = set(), set()
+            for field in index_fields:
+                self._ensure_index(field, "")
+
+    def _ensure_index(self, key: str, sample: str | int | bool) -> None:
+        """Create a payload index on ``key`` (typed after a filter value) unless there is one."""
+        if key in self._indexed:
+            return
+        if not self._local:  # local mode ignores payload indexes (and warns about them)
+            if isinstance(sample, bool):
+                schema = models.PayloadSchemaType.BOOL
+            elif isinstance(sample, int):
+                schema = models.PayloadSchemaType.INTEGER
+            else:
+                schema = models.PayloadSchemaType.KEYWORD
+            self._client.create_payload_index(self.collection, key, schema, wait=True)
+        self._indexed.add(key)
+
+    def _filter(self, where: dict | None, ids: list[str] | None = None) -> models.Filter | None:
+        """A Qdrant filter for an equality filter and/or a set of ids; indexes newly filtered fields."""
+        cond = normalize_where(where, self._fields)
+        must: list = [] if ids is None else [models.HasIdCondition(has_id=[point_uuid(i) for i in ids])]
+        for key, values in (cond or {}).items():
+            self._ensure_index(key, values[0])
+            must.append(_condition(key, values))
+        return models.Filter(must=must) if must else None
+
+    def upsert(self, ids: list[str], vectors: np.ndarray, payloads: list[dict]) -> None:
+        """Insert points, replacing existing ids, in requests under ``max_request_bytes``."""
+        arr = check_points(ids, vectors, payloads, self.dim)
+        sizes = [len(dumps_payload(i, p).encode()) for i, p in zip(ids, payloads)]
+        new_fields = payload_fields(payloads) - self._fields
+        if new_fields:
+            # Known fields are recorded before the points, so they are never fewer than the stored ones.
+            self._fields |= new_fields
+            self._client.update_collection(self.collection, metadata={_FIELDS_KEY: sorted(self._fields)})
+        vector_bytes = 20 * self.dim + 100  # JSON floats take up to ~20 characters each
+        batch: list[models.PointStruct] = []
+        batch_bytes = 0
+        for pid, row, payload, size in zip(ids, arr.tolist(), payloads, sizes):
+            if batch and batch_bytes + vector_bytes + size > self.max_request_bytes:
+                self._client.upsert(self.collection, batch, wait=True)
+                batch, batch_bytes = [], 0
+            batch.append(models.PointStruct(id=point_uuid(pid), vector=row, payload={**payload, ID_KEY: pid}))
+            batch_bytes += vector_bytes + size
+        if batch:
+            self._client.upsert(self.collection, batch, wait=True)
+
+    def delete(self, ids: list[str] | None = None, where: dict | None = None) -> int:
+        """Delete points by id and/or filter (both: both must hold); returns the count deleted."""
+        if ids is None and where is None:
+            raise GenRetError("delete needs ids or a where filter")
+        if ids is not None and not ids:
+            return 0
+        flt = self._filter(where, ids)
+        n = self._client.count(self.collection, count_filter=flt, exact=True).count
+        if n:
+            self._client.delete(self.collection, models.FilterSelector(filter=flt), wait=True)
+        return n
+
+    def search(self, vectors: np.ndarray, k: int, where: dict | None = None) -> list[list[StoreHit]]:
+        """Top-k hits per query. vectors: float32 (Q, dim); returns Q lists of at most k hits, best first."""
+        check_k(k)
+        queries = as_matrix(vectors, self.dim)
+        flt = self._filter(where)
+        if self._local:  # local mode is always exact and warns about search params
+            params = None
+        elif self._client.count(self.collection, exact=False).count < self.exact_threshold:
+            params = models.SearchParams(exact=True)
+        else:
+            params = models.SearchParams(hnsw_ef=self.hnsw_ef)
+        out: list[list[StoreHit]] = []
+        rows = queries.tolist()
+        for start in range(0, len(rows), _QUERY_BATCH):
+            requests = [
+                models.QueryRequest(query=q, limit=k, filter=flt, params=params, with_payload=True)
+                for q in rows[start : start + _QUERY_BATCH]
+            ]
+            for response in self._client.query_batch_points(self.collection, requests):
+                out.append([hit_from_payload(p.score, p.payload) for p in response.points])
+        return out
+
+    def get(self, ids: list[str]) -> dict[str, dict]:
+        """Payloads by id; missing ids are absent."""
+        if not ids:
+            return {}
+        records = self._client.retrieve(self.collection, [point_uuid(i) for i in ids], with_payload=True)
+        return {h.id: h.payload for h in (hit_from_payload(0.0, r.payload) for r in records)}
+
+    def ids(self, where: dict | None = None) -> list[str]:
+        """All ids, optionally only those matching ``where``."""
+        flt = self._filter(where)
+        out: list[str] = []
+        offset = None
+        while True:
+            records, offset = self._client.scroll(
+                self.collection, scroll_filter=flt, limit=_SCROLL_PAGE, offset=offset,
+                with_payload=[ID_KEY], with_vectors=False,
+            )
+            out += [r.payload[ID_KEY] for r in records]
+            if offset is None:
+                return out
+
+    def count(self) -> int:
+        """Number of points."""
+        return self._client.count(self.collection, exact=True).count
+
+    def flush(self) -> None:
+        """Nothing to do: every write already waited for the server's acknowledgement."""
+
+    def close(self) -> None:
+        """Close the client connection; safe to call twice."""
+        if not self._closed:
+            self._client.close()
+            self._closed = True
+
+
+def _condition(key: str, values: list) -> models.FieldCondition | models.Filter:
+    """Match ``key`` against one value or any of several."""
+    if len(values) == 1:
+        return models.FieldCondition(key=key, match=models.MatchValue(value=values[0]))
+    if all(isinstance(v, str) for v in values) or all(type(v) is int for v in values):
+        return models.FieldCondition(key=key, match=models.MatchAny(any=values))
+    return models.Filter(
+        should=[models.FieldCondition(key=key, match=models.MatchValue(value=v)) for v in values]
+    )
+
+
+def _one_line(error: Exception) -> str:
+    """An exception message squeezed onto one line."""
+    return " ".join(str(error).split()) or type(error).__name__
