@@ -8,7 +8,7 @@ _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from .errors import GenRetError  # noqa: E402
 from .instructions import TASKS, Task  # noqa: E402
 
-__all__ = ["GenRetError", "TASKS", "Task", "load_encoder", "GenEncoder", "TeacherEncoder"]
+__all__ = ["GenRetError", "TASKS", "Task", "load_encoder", "GenEncoder", "TeacherEncoder", "Index", "Hit"]
 __version__ = "0.1.0"
 
 
@@ -18,4 +18,8 @@ def __getattr__(name: str):
         from . import encoder
 
         return getattr(encoder, name)
+    if name in ("Index", "Hit"):
+        from . import index
+
+        return getattr(index, name)
     raise AttributeError(name)

@@ -164,6 +164,9 @@ def index_cmd(
     index_dir: IndexDirOpt = None,
     url: Annotated[Optional[str], typer.Option(envvar="GENRET_URL", help="Qdrant server URL (else embedded).")] = None,
     faiss_index: Annotated[str, typer.Option(help="FAISS factory string, e.g. Flat, HNSW32, IVF1024,PQ48.")] = "Flat",
+    shards: Annotated[Optional[int], typer.Option(min=1, help="Shards of a new Qdrant server collection.")] = None,
+    replicas: Annotated[Optional[int], typer.Option(min=1, help="Replication factor of a new Qdrant server "
+                                                               "collection.")] = None,
     encoder: EncoderOpt = EncoderKind.gen,
     backbone: BackboneOpt = None,
     adapter: AdapterOpt = None,
@@ -196,8 +199,12 @@ def index_cmd(
         else:
             enc = load_encoder(**spec)
             persisted = {k: spec[k] for k in ("kind", "backbone", "adapter")}
+            if (shards or replicas) and not url:
+                raise GenRetError("--shards and --replicas apply to a Qdrant server collection (--url)")
+            options = {k: v for k, v in (("shard_number", shards), ("replication_factor", replicas)) if v}
             idx = Index.create(where, enc, backend.value, url=url, faiss_index=faiss_index, task=task,
-                               chunk_size=chunk_size, overlap=overlap, encoder_spec=persisted)
+                               chunk_size=chunk_size, overlap=overlap, encoder_spec=persisted,
+                               store_options=options)
         with idx:
             stats = idx.add(path, sync=sync, batch_size=batch_size, id_field=id_field, title_field=title_field,
                             text_field=text_field)

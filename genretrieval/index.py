@@ -127,11 +127,13 @@ class Index:
     def create(cls, path: str | Path, encoder: Encoder, backend: Literal["faiss", "qdrant"] = "qdrant", *,
                url: str | None = None, collection: str | None = None, faiss_index: str = "Flat",
                task: str = "retrieval", chunk_size: int = CHUNK_SIZE, overlap: int = OVERLAP,
-               encoder_spec: dict | None = None) -> "Index":
+               encoder_spec: dict | None = None, store_options: dict | None = None) -> "Index":
         """Open the index at ``path``, creating it (manifest first) when it does not exist yet.
 
         An existing index must have been built with the same backend and an encoder of the same identity.
         ``encoder_spec`` records how to rebuild the encoder (kind, backbone, adapter path) for ``open``.
+        ``store_options`` go to the store at creation (e.g. ``shard_number``, ``replication_factor`` for a
+        new Qdrant server collection).
         """
         path = Path(path)
         if (path / MANIFEST).exists():
@@ -148,10 +150,10 @@ class Index:
             "collection": collection or f"genret-{path.name}", "faiss_index": faiss_index,
             "encoder": identity, "encoder_spec": encoder_spec or {"kind": identity["kind"]},
             "task": task, "normalized": True, "chunk_size": chunk_size, "overlap": overlap,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "corpus": None,
+            "store_options": store_options or {}, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "corpus": None,
         }
         with _WriteLock(path):
-            store = cls._open_store(path, manifest, create=True)
+            store = cls._open_store(path, manifest, create=True, **manifest["store_options"])
             _write_json_atomic(path / MANIFEST, manifest)
         return cls(path, manifest, encoder, store)
 
@@ -185,11 +187,12 @@ class Index:
                               f"{_describe(now)}; use the same --encoder/--backbone/--adapter or rebuild the index")
 
     @staticmethod
-    def _open_store(path: Path, manifest: dict, create: bool):
+    def _open_store(path: Path, manifest: dict, create: bool, **options):
         from .stores import open_store
 
         return open_store(manifest["backend"], path / "store", manifest["encoder"]["dim"], url=manifest["url"],
-                          collection=manifest["collection"], faiss_index=manifest["faiss_index"], create=create)
+                          collection=manifest["collection"], faiss_index=manifest["faiss_index"], create=create,
+                          **options)
 
     def close(self) -> None:
         self.store.close()

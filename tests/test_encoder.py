@@ -158,3 +158,12 @@ def test_decode_and_logit_lens_shapes(enc):
     assert len(out) == 2 and all(isinstance(t, str) for t in out)
     lens = logit_lens(enc, "hello", top=3)
     assert len(lens) == enc.model.num_compression and all(len(row) == 3 for row in lens)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_is_picked_with_bf16_and_agrees_with_cpu(tiny_backbone):
+    gpu = load_encoder("gen", backbone=tiny_backbone)
+    cpu = load_encoder("gen", backbone=tiny_backbone, device="cpu", dtype="fp32")
+    assert gpu.device == "cuda" and gpu.dtype in (torch.bfloat16, torch.float16)
+    assert np.min(np.sum(gpu.encode_queries(TEXTS) * cpu.encode_queries(TEXTS), axis=1)) > 0.99

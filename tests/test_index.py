@@ -198,3 +198,14 @@ def test_cli_unreachable_qdrant(tmp_path, tiny_backbone, corpus):
                               "--index-dir", str(tmp_path / "remote"), "--backbone", tiny_backbone])
     assert res.exit_code == 1 and "cannot reach Qdrant" in res.stderr
     assert not (tmp_path / "remote").exists()
+
+
+def test_qdrant_server_code_path_with_shard_settings(tmp_path, enc, corpus):
+    """The server store (here qdrant-client's in-process ':memory:' engine, same API) behind the index."""
+    with Index.create(tmp_path / "remote", enc, "qdrant", url=":memory:", chunk_size=16, overlap=4,
+                      store_options={"shard_number": 2, "replication_factor": 1}) as idx:
+        stats = idx.add(corpus, progress=False)
+        assert idx.count() == stats.added > 0
+        (hits,) = idx.search("river", k=2, where={"lang": "fr"})
+        assert hits and hits[0].metadata["lang"] == "fr"
+        assert idx.manifest["store_options"] == {"shard_number": 2, "replication_factor": 1}

@@ -11,7 +11,7 @@ from ..instructions import Task, get_task
 from ..progress import progress_bar
 from .adapter import AdapterConfig
 from .base import check_texts
-from .model import GenModel
+from .model import GenModel, left_pad
 
 
 class GenEncoder:
@@ -66,14 +66,7 @@ class GenEncoder:
 
     def pad(self, rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Left-pad token id lists to (B, L) ``input_ids`` and ``attention_mask`` on the encoder's device."""
-        width = max(len(r) for r in rows)
-        pad_id = self.tokenizer.pad_token_id
-        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            if r:
-                ids[i, width - len(r):] = torch.tensor(r)
-                mask[i, width - len(r):] = 1
+        ids, mask = left_pad(rows, self.tokenizer.pad_token_id)
         return ids.to(self.device), mask.to(self.device)
 
     @torch.inference_mode()

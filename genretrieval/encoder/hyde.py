@@ -9,6 +9,7 @@ import torch
 
 from ..progress import progress_bar
 from .base import check_texts
+from .model import left_pad
 from .teacher import TeacherEncoder
 
 
@@ -40,11 +41,8 @@ class HydeEncoder:
         with progress_bar("HyDE generation", len(prompts), progress) as advance:
             for s in range(0, len(prompts), batch_size):
                 rows = prompts[s:s + batch_size]
-                width = max(map(len, rows))
-                ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
-                mask = torch.zeros_like(ids)
-                for i, r in enumerate(rows):
-                    ids[i, width - len(r):], mask[i, width - len(r):] = torch.tensor(r), 1
+                ids, mask = left_pad(rows, self.tokenizer.pad_token_id)
+                width = ids.shape[1]
                 out = self.lm.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
                                        max_new_tokens=self.max_new_tokens, min_new_tokens=self.min_new_tokens,
                                        pad_token_id=self.tokenizer.pad_token_id)

@@ -11,6 +11,18 @@ def position_ids_from_mask(mask: torch.Tensor) -> torch.Tensor:
     return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
+def left_pad(rows, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token id lists -> left-padded ``input_ids`` and ``attention_mask``, both (B, L) long, on the CPU."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        if len(r):
+            ids[i, width - len(r):] = torch.as_tensor(r, dtype=torch.long)
+            mask[i, width - len(r):] = 1
+    return ids, mask
+
+
 class GenModel(nn.Module):
     """Frozen ``causal_lm`` plus the trainable adapter.
 

@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from ..encoder.model import left_pad
 from ..progress import progress_bar
 from .data import Query
 
@@ -68,12 +69,8 @@ def generate_responses(lm, tokenizer, queries: Sequence[Query], directory: str |
             order = sorted(range(len(block)), key=lambda i: len(prompts[i]))
             for b in range(0, len(order), batch_size):
                 idx = order[b:b + batch_size]
-                width = max(len(prompts[i]) for i in idx)
-                ids = torch.full((len(idx), width), tokenizer.pad_token_id, dtype=torch.long)
-                mask = torch.zeros_like(ids)
-                for r, i in enumerate(idx):
-                    ids[r, width - len(prompts[i]):] = torch.tensor(prompts[i])
-                    mask[r, width - len(prompts[i]):] = 1
+                ids, mask = left_pad([prompts[i] for i in idx], tokenizer.pad_token_id)
+                width = ids.shape[1]
                 out = lm.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
                                   max_new_tokens=max_new_tokens, eos_token_id=sorted(eos),
                                   pad_token_id=tokenizer.pad_token_id)[:, width:].cpu()

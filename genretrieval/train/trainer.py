@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from ..errors import GenRetError
 from ..progress import progress_bar
+from ..encoder.model import left_pad, position_ids_from_mask
 from .data import load_queries
 from .responses import generate_responses
 
@@ -116,20 +117,14 @@ class Batcher:
     def __len__(self) -> int:
         return len(self.q_ids)
 
-    def _left_pad(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), self.tok.pad_token_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for i, r in enumerate(rows):
-            ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
-            mask[i, width - len(r):] = 1
+    def queries(self, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded query ids and attention mask (B, L) of the examples ``idx``."""
+        ids, mask = left_pad([self.q_ids[i] for i in idx], self.tok.pad_token_id)
         return ids.to(self.device), mask.to(self.device)
 
     def losses(self, idx: list[int], cfg: TrainConfig) -> dict[str, torch.Tensor]:
         """Recon (token cross-entropy), align (squared distance of unit vectors) and cosine to the teacher."""
-        from ..encoder.model import position_ids_from_mask
-
-        ids, mask = self._left_pad([self.q_ids[i] for i in idx])
+        ids, mask = self.queries(idx)
         out = self.model(ids, mask)
         target = self.targets[idx].to(self.device)
         cos = F.cosine_similarity(out["embedding"], target, dim=-1)
@@ -138,13 +133,13 @@ class Batcher:
         align = (2 - 2 * cos).mean()
         result = {"align": align, "cos": cos.mean().detach()}
         if cfg.recon_weight > 0:
-            result["recon"] = self._recon(out["soft_prompt"], [self.r_ids[i] for i in idx], position_ids_from_mask)
+            result["recon"] = self._recon(out["soft_prompt"], [self.r_ids[i] for i in idx])
         else:
             result["recon"] = torch.zeros((), device=self.device)
         result["loss"] = cfg.recon_weight * result["recon"] + cfg.align_weight * align
         return result
 
-    def _recon(self, soft: torch.Tensor, responses: list[list[int]], positions) -> torch.Tensor:
+    def _recon(self, soft: torch.Tensor, responses: list[list[int]]) -> torch.Tensor:
         """Cross-entropy of the frozen LM regenerating each response from its K soft-prompt vectors.
 
         soft: (B, K, H) fp32. Layout per row: [pads][K soft vectors][response], pads only at the far left.
@@ -165,8 +160,8 @@ class Batcher:
             pred_rows.append(torch.arange(width - len(r) - 1, width - 1) + i * width)
             targets.append(r_t)
         inputs, mask = torch.stack(rows), torch.stack(masks).to(self.device)
-        hidden = self.model.backbone()(inputs_embeds=inputs, attention_mask=mask, position_ids=positions(mask),
-                                       use_cache=False).last_hidden_state
+        hidden = self.model.backbone()(inputs_embeds=inputs, attention_mask=mask,
+                                       position_ids=position_ids_from_mask(mask), use_cache=False).last_hidden_state
         # Gather the labelled rows into one 2-D block before the vocabulary projection.
         picked = hidden.reshape(b * width, -1)[torch.cat(pred_rows).to(self.device)]
         logits = lm.get_output_embeddings()(picked).float()
@@ -368,7 +363,7 @@ def evaluate_cosine(batcher: Batcher, cfg: TrainConfig) -> float:
     cos = []
     for s in range(0, len(batcher), cfg.batch_size):
         idx = list(range(s, min(len(batcher), s + cfg.batch_size)))
-        ids, mask = batcher._left_pad([batcher.q_ids[i] for i in idx])
+        ids, mask = batcher.queries(idx)
         emb = batcher.model(ids, mask)["embedding"]
         cos.append(F.cosine_similarity(emb, batcher.targets[idx].to(emb.device), dim=-1))
     return float(torch.cat(cos).mean())
