@@ -36,3 +36,17 @@ def test_errors_are_one_line():
 def test_unknown_task_is_one_line(tiny_backbone):
     res = runner.invoke(app, ["encode", "--backbone", tiny_backbone, "--task", "nope", "x"])
     assert res.exit_code == 1 and "unknown task 'nope'" in res.stderr
+
+
+def test_train_cli_rejects_bad_settings(tmp_path, tiny_backbone):
+    queries = tmp_path / "q.jsonl"
+    queries.write_text('{"id": 1, "text": "hello"}\n')
+    base = ["train", "--queries", str(queries), "--out", str(tmp_path / "run"), "--backbone", tiny_backbone]
+    res = runner.invoke(app, [*base, "--stage", "dream"])
+    assert res.exit_code == 1 and "unknown stage" in res.stderr
+    res = runner.invoke(app, [*base, "-k", "0"])
+    assert res.exit_code == 1 and "must be >= 1" in res.stderr
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    res = runner.invoke(app, ["train", "--queries", str(empty), "--out", str(tmp_path / "r2")])
+    assert res.exit_code == 1 and "has no queries" in res.stderr

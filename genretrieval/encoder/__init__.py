@@ -50,7 +50,7 @@ def load_gen_model(backbone: str | None = None, adapter: str | Path | None = Non
     elif config.backbone_weights != ref.weights_id and config.hidden_size == lm.config.hidden_size:
         log.warning("adapter %s was trained on %s, not %s; results may be meaningless", adapter,
                     config.backbone, ref.name)
-    model = GenModel(lm, config.num_compression, config.num_thought, config.dim)
+    model = GenModel(lm, config.num_compression, config.num_thought, config.dim, init=tensors is None)
     if tensors is not None:
         load_into(model, config, tensors, str(adapter))
     else:

@@ -29,10 +29,11 @@ class GenModel(nn.Module):
     Trainable (fp32): ``special`` (T+K, H) token rows appended after the text (T thought tokens, then K
     compression tokens), ``recon`` Linear(H, H) and ``align`` Linear(H, D). The embedding of a text is
     ``mean_k align(recon(h_k))`` over the K compression positions of the last (post-norm) hidden state.
+    ``init=False`` skips the seeded initialisation, for an adapter about to be loaded.
     """
 
     def __init__(self, causal_lm: nn.Module, num_compression: int = 10, num_thought: int = 0,
-                 dim: int = 384, seed: int = 0):
+                 dim: int = 384, seed: int = 0, init: bool = True):
         super().__init__()
         if num_compression <= 0:
             raise ValueError("num_compression must be >= 1")
@@ -44,20 +45,26 @@ class GenModel(nn.Module):
         self.num_thought = num_thought
         emb = causal_lm.get_input_embeddings().weight
         hidden = emb.shape[1]
+        self.special = nn.Parameter(torch.zeros(num_thought + num_compression, hidden, device=emb.device))
+        self.recon = nn.Linear(hidden, hidden, device=emb.device)
+        self.align = nn.Linear(hidden, dim, device=emb.device)
+        if init:
+            self.reset_adapter(seed)
+
+    @torch.no_grad()
+    def reset_adapter(self, seed: int = 0) -> None:
+        """Seeded initial adapter, independent of the global RNG and of the backbone's load dtype."""
         g = torch.Generator().manual_seed(seed)
         # New rows start near the average token so the frozen LM sees in-distribution inputs. Statistics of the
         # bf16-rounded table keep a seeded untrained adapter identical whichever dtype the backbone loads in.
-        table = emb.detach().to(torch.bfloat16).float()
+        table = self.lm.get_input_embeddings().weight.detach().to(torch.bfloat16).float()
         mean, std = table.mean(0), table.std()
-        init = mean + 0.1 * std * torch.randn(num_thought + num_compression, hidden, generator=g)
-        self.special = nn.Parameter(init.to(emb.device))
-        self.recon = nn.Linear(hidden, hidden, device=emb.device)
-        self.align = nn.Linear(hidden, dim, device=emb.device)
-        with torch.no_grad():  # deterministic init from the seed, independent of the global RNG
-            for lin in (self.recon, self.align):
-                bound = lin.in_features ** -0.5
-                lin.weight.copy_(torch.empty_like(lin.weight).uniform_(-bound, bound, generator=g))
-                lin.bias.zero_()
+        noise = torch.randn(self.special.shape, generator=g)
+        self.special.copy_(mean.cpu() + 0.1 * std.cpu() * noise)
+        for lin in (self.recon, self.align):
+            bound = lin.in_features ** -0.5
+            lin.weight.copy_(torch.empty(lin.weight.shape).uniform_(-bound, bound, generator=g))
+            lin.bias.zero_()
 
     @property
     def hidden_size(self) -> int:
