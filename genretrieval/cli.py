@@ -331,7 +331,7 @@ def train_cmd(
                       max_response_tokens=max_response_tokens, max_new_tokens=max_new_tokens,
                       gen_batch_size=gen_batch_size, checkpoint_every=checkpoint_every,
                       gradient_checkpointing=gradient_checkpointing, seed=seed, device=device, dtype=dtype,
-                      num_threads=num_threads, stages=stages)
+                      num_threads=num_threads, stages=stages, command="genret " + " ".join(sys.argv[1:]))
     adapter = train(cfg, log=lambda m: typer.echo(m, err=True))
     typer.echo(str(adapter))
 

@@ -71,6 +71,8 @@ def test_train_end_to_end_keeps_backbone_and_writes_artifacts(tmp_path, query_fi
     cfg, tensors = read_adapter(adapter)
     assert cfg.trained and cfg.num_compression == 3 and cfg.provenance["steps"] == 6
     assert tensors["special"].shape == (3, 32)
+    card = (adapter / "README.md").read_text()
+    assert "| queries | queries |  | 18 |" in card and "held-out cosine" in card  # 20 queries, 2 held out
     # The frozen backbone's weights on disk are untouched, and training only ever held adapter gradients.
     after = _state(load_gen_model(tiny_backbone, dtype="fp32")[0].lm)
     assert all(torch.equal(before[k], after[k]) for k in before)

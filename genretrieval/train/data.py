@@ -16,6 +16,7 @@ class Query:
     id: str
     text: str
     source: str = ""
+    license: str = ""
 
 
 def load_queries(files: Sequence[str | Path], id_field: str = "id", text_field: str = "text",
@@ -47,7 +48,8 @@ def load_queries(files: Sequence[str | Path], id_field: str = "id", text_field: 
                     raise GenRetError(f"{f}:{lineno}: missing field {text_field!r} or {id_field!r}")
                 text = str(row[text_field]).strip()
                 if text:
-                    rows.append(Query(f"{f.stem}:{row[id_field]}", text, str(row.get("source", f.stem))))
+                    rows.append(Query(f"{f.stem}:{row[id_field]}", text, str(row.get("source", f.stem)),
+                                      str(row.get("license", ""))))
         if not rows:
             raise GenRetError(f"query file {f} has no queries")
         if cap is not None and cap < len(rows):

@@ -58,6 +58,7 @@ class TrainConfig:
     device: str | None = None
     dtype: str | None = None
     num_threads: int | None = None
+    command: str | None = None  # the command line that started the run, for the model card
     stages: list[Literal["responses", "teacher", "optimize"]] = field(
         default_factory=lambda: ["responses", "teacher", "optimize"])
 
@@ -353,7 +354,11 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> Path:
                 plot_losses(csv_path, run / "loss.png")
     model.eval()
     adapter_cfg.provenance = provenance(cfg, len(rows), hold, total, csv_path)
-    return save_adapter(model, adapter_cfg, run / "adapter")
+    by_id = {q.id: q for q in queries}
+    adapter_cfg.provenance["data"] = data_summary([by_id[rows[i]["id"]] for i in train_idx])
+    out = save_adapter(model, adapter_cfg, run / "adapter")
+    write_model_card(out, adapter_cfg)
+    return out
 
 
 @torch.no_grad()
@@ -369,6 +374,40 @@ def evaluate_cosine(batcher: Batcher, cfg: TrainConfig) -> float:
     return float(torch.cat(cos).mean())
 
 
+def data_summary(queries) -> list[dict]:
+    """Training rows per (query file, source, license)."""
+    counts: dict[tuple[str, str, str], int] = {}
+    for q in queries:
+        key = (q.id.split(":", 1)[0], q.source, q.license)
+        counts[key] = counts.get(key, 0) + 1
+    return [{"file": f, "source": s, "license": lic, "rows": n} for (f, s, lic), n in sorted(counts.items())]
+
+
+def write_model_card(directory: Path, config) -> None:
+    """``README.md`` beside the adapter: data, settings, losses and how it was made."""
+    p = config.provenance
+    lines = [f"# genretrieval adapter for {config.backbone}", "",
+             f"K = {config.num_compression} compression tokens, T = {config.num_thought} thought tokens, "
+             f"{config.dim}-d output aligned to {config.teacher}.", "",
+             "## Training data (responses used for training, by source)", "",
+             "| file | source | license | rows |", "|---|---|---|---:|"]
+    lines += [f"| {d['file']} | {d['source']} | {d['license']} | {d['rows']} |" for d in p.get("data", [])]
+    final = p.get("final", {})
+    lines += ["", "## Training", "",
+              f"- steps: {p.get('steps')} at batch {p.get('batch_size')}, lr {p.get('lr')}, loss weights recon "
+              f"{p.get('recon_weight')} / align {p.get('align_weight')}, responses <= {p.get('max_response_tokens')} "
+              "tokens",
+              f"- wall time: {p.get('train_seconds')} s (optimisation only)",
+              f"- final batch losses: total {final.get('loss')}, recon {final.get('recon')}, align {final.get('align')}, "
+              f"cosine to teacher {final.get('cos')}",
+              f"- held-out cosine to the teacher's embedding of the response: {p.get('heldout_cos')} "
+              f"({p.get('heldout')} held-out responses)",
+              f"- torch {p.get('torch')}, transformers {p.get('transformers')}", "",
+              "Made with:", "", "```", p.get("command") or "genretrieval.train.train(TrainConfig(...))", "```", "",
+              "The exact settings are in `adapter.json` (provenance) and the run's `train_config.json`."]
+    (Path(directory) / "README.md").write_text("\n".join(lines) + "\n")
+
+
 def provenance(cfg: TrainConfig, n_rows: int, hold: int, steps: int, csv_path: Path) -> dict:
     """What made this adapter: data, settings, final losses, wall time, versions."""
     import transformers
@@ -377,7 +416,7 @@ def provenance(cfg: TrainConfig, n_rows: int, hold: int, steps: int, csv_path: P
         rows = list(csv.DictReader(f))
     last = rows[-1] if rows else {}
     evals = [r["heldout_cos"] for r in rows if r["heldout_cos"]]
-    return {"queries": cfg.queries, "responses_used": n_rows - hold, "heldout": hold, "steps": steps,
+    return {"command": cfg.command, "queries": cfg.queries, "responses_used": n_rows - hold, "heldout": hold, "steps": steps,
             "batch_size": cfg.batch_size * cfg.grad_accum, "lr": cfg.lr, "recon_weight": cfg.recon_weight,
             "align_weight": cfg.align_weight, "max_response_tokens": cfg.max_response_tokens,
             "final": {k: last.get(k) for k in ("loss", "recon", "align", "cos")},
