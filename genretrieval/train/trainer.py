@@ -320,7 +320,7 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> Path:
     if cfg.gradient_checkpointing:
         model.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()  # no dropout in these backbones; needed for gradient checkpointing
-    t0 = time.time()
+    t0 = time.time() - (float(kept[-1]["seconds"]) if kept else 0.0)  # wall time accumulates across resumes
     micro = _batches(len(batcher), cfg, total * cfg.grad_accum)
     for _ in range(start * cfg.grad_accum):  # skip what the checkpoint already consumed
         next(micro)
