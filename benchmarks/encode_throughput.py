@@ -38,8 +38,8 @@ def measure(backbone: str, passages: int, queries: int, batch_size: int, data_di
     import torch
 
     from genretrieval.encoder import load_encoder
-    from genretrieval.encoder.model import position_ids_from_mask
     from genretrieval.encoder.hyde import HydeEncoder
+    from genretrieval.encoder.model import position_ids_from_mask
     from genretrieval.encoder.teacher import TeacherEncoder
 
     docs, qs = _texts(data_dir, passages, queries)

@@ -184,7 +184,8 @@ def index_cmd(
 ) -> None:
     """Embed a corpus into an index (incremental: unchanged chunks are skipped)."""
     from .encoder import load_encoder
-    from .index import Index, index_dir as resolve_dir
+    from .index import Index
+    from .index import index_dir as resolve_dir
 
     if not path.exists():
         raise GenRetError(f"path not found: {path}")
@@ -225,7 +226,8 @@ def search(
     k: Annotated[int, typer.Option("-k", "--top-k", help="Results per query.")] = 10,
     filter: Annotated[Optional[list[str]], typer.Option("--filter", help="key=value payload filter; repeat.")] = None,
     task: Annotated[Optional[str], typer.Option(help="Query instruction preset (default: the index's).")] = None,
-    format: Annotated[OutputFormat, typer.Option("--format", help="jsonl (default), json or plain.")] = OutputFormat.jsonl,
+    format: Annotated[OutputFormat, typer.Option("--format", help="jsonl (default), json or plain.")] = (
+        OutputFormat.jsonl),
     plain: Annotated[bool, typer.Option("--plain", help="Shorthand for --format plain.")] = False,
     index: IndexNameOpt = None,
     index_dir: IndexDirOpt = None,
@@ -234,7 +236,8 @@ def search(
     num_threads: ThreadsOpt = None,
 ) -> None:
     """Search an index; prints JSON lines (id, score, text, source, metadata) by default."""
-    from .index import Index, index_dir as resolve_dir
+    from .index import Index
+    from .index import index_dir as resolve_dir
 
     items = read_inputs(queries)
     if not items or any(not q.strip() for q in items):
@@ -265,7 +268,8 @@ def search(
 @user_errors
 def info(index: IndexNameOpt = None, index_dir: IndexDirOpt = None) -> None:
     """Show an index's manifest, encoder and counts (JSON)."""
-    from .index import Index, index_dir as resolve_dir
+    from .index import Index
+    from .index import index_dir as resolve_dir
 
     with Index.open(resolve_dir(index, index_dir), with_encoder=False) as idx:
         typer.echo(json.dumps(idx.info(), indent=2))
@@ -281,7 +285,8 @@ def delete(
     index_dir: IndexDirOpt = None,
 ) -> None:
     """Delete chunks by id, source or filter."""
-    from .index import Index, index_dir as resolve_dir
+    from .index import Index
+    from .index import index_dir as resolve_dir
 
     where = resolve_dir(index, index_dir)
     with Index.open(where, with_encoder=False) as idx:
@@ -312,7 +317,8 @@ def train_cmd(
     gen_batch_size: int = 32,
     checkpoint_every: int = 25,
     gradient_checkpointing: Annotated[bool, typer.Option(help="Trade ~25% time for ~35% memory.")] = False,
-    stage: Annotated[Optional[list[str]], typer.Option(help="Run only these stages: responses, teacher, optimize.")] = None,
+    stage: Annotated[Optional[list[str]], typer.Option(
+        help="Run only these stages: responses, teacher, optimize.")] = None,
     seed: int = 0,
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
@@ -433,7 +439,8 @@ def eval_bright(
         help="BRIGHT in the Hugging Face layout (documents/, examples/); default: the hub via `datasets`.")] = None,
     topics_dir: Annotated[Path, typer.Option(help="Queries and qrels (topics/, qrels/).")] =
     Path("../shared/data/bright"),
-    subsets: Annotated[Optional[list[str]], typer.Option("--subsets", help="Subsets; repeat (default: all 12).")] = None,
+    subsets: Annotated[Optional[list[str]], typer.Option(
+        "--subsets", help="Subsets; repeat (default: all 12).")] = None,
     long: Annotated[bool, typer.Option("--long", help="Long-document setting.")] = False,
     encoder: SystemsOpt = None,
     max_queries: MaxQueriesOpt = None,
@@ -468,15 +475,16 @@ def benchmark(name: str):
 @bench_app.command("encode")
 @user_errors
 def bench_encode(
-    backbone: Annotated[list[str], typer.Option(help="Backbone(s) to measure; repeat the option.")] = ["smollm2-135m-instruct"],
+    backbone: Annotated[Optional[list[str]], typer.Option(
+        help="Backbone(s) to measure; repeat the option (default: smollm2-135m-instruct).")] = None,
     passages: Annotated[int, typer.Option(min=1, help="Documents to encode.")] = 64,
     queries: Annotated[int, typer.Option(min=1, help="Queries for the HyDE comparison.")] = 16,
     batch_size: Annotated[int, typer.Option(min=1)] = 16,
     out: Annotated[Path, typer.Option(help="Results directory.")] = Path("benchmarks/results"),
 ) -> None:
     """Encoding throughput against a bare forward pass and against HyDE (see benchmarks/encode_throughput.py)."""
-    benchmark("encode_throughput").run(backbone, passages=passages, queries=queries, batch_size=batch_size,
-                                       out=out)
+    benchmark("encode_throughput").run(backbone or ["smollm2-135m-instruct"], passages=passages, queries=queries,
+                                       batch_size=batch_size, out=out)
 
 
 def main() -> None:

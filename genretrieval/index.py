@@ -10,8 +10,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Literal
 
+import numpy as np
+
 from . import __version__
-from .corpus import Chunk, ChunkDiff, IngestStats, scan
+from .corpus import Chunk, ChunkDiff, scan
 from .encoder.base import Encoder
 from .errors import GenRetError
 from .progress import progress_bar
@@ -242,16 +244,21 @@ class Index:
             stats.updated = sum(1 for c in todo if c.id in existing)
             stats.added = len(todo) - stats.updated
             stats.notes = ingest.skipped_summary()
+            # Longest first, so each encoder batch holds texts of similar length (little padding).
+            todo.sort(key=lambda c: len(c.text) + len(c.title), reverse=True)
             with progress_bar("embedding chunks", len(todo), progress and bool(todo)) as advance:
                 for s in range(0, len(todo), flush_every):
                     part = todo[s:s + flush_every]
-                    te = time.perf_counter()
-                    vectors = self.encoder.encode_documents([self._doc_text(c) for c in part],
-                                                            task=self.manifest["task"], batch_size=batch_size)
-                    stats.encode_seconds += time.perf_counter() - te
-                    self.store.upsert([c.id for c in part], vectors, [self._payload(c) for c in part])
+                    vectors = []
+                    for b in range(0, len(part), batch_size):
+                        te = time.perf_counter()
+                        vectors.append(self.encoder.encode_documents(
+                            [self._doc_text(c) for c in part[b:b + batch_size]], task=self.manifest["task"],
+                            batch_size=batch_size))
+                        stats.encode_seconds += time.perf_counter() - te
+                        advance(len(vectors[-1]))
+                    self.store.upsert([c.id for c in part], np.concatenate(vectors), [self._payload(c) for c in part])
                     self.store.flush()
-                    advance(len(part))
             if stale:
                 stats.deleted = self.store.delete(ids=stale)
             self.store.flush()

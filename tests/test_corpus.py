@@ -9,8 +9,16 @@ import re
 import pytest
 
 from genretrieval import GenRetError
-from genretrieval.corpus import (ChunkDiff, Document, IngestStats, chunk_document, diff_chunks, iter_chunks,
-                                 iter_documents, scan)
+from genretrieval.corpus import (
+    ChunkDiff,
+    Document,
+    IngestStats,
+    chunk_document,
+    diff_chunks,
+    iter_chunks,
+    iter_documents,
+    scan,
+)
 
 
 def whitespace_tokenizer(text, add_special_tokens=False, return_offsets_mapping=True):

@@ -18,9 +18,9 @@ import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 
+from ..encoder.model import left_pad, position_ids_from_mask
 from ..errors import GenRetError
 from ..progress import progress_bar
-from ..encoder.model import left_pad, position_ids_from_mask
 from .data import load_queries
 from .responses import generate_responses
 
@@ -287,9 +287,13 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> Path:
     hold = min(cfg.holdout, len(rows) // 10)
     split = _epoch_order(len(rows), cfg.seed, -1)
     held, train_idx = split[:hold], split[hold:]
-    pick = lambda idx: ([rows[i]["query"] for i in idx], [rows[i]["response"] for i in idx], targets[idx])
-    batcher = Batcher(model, tok, *pick(train_idx), cfg, device)
-    held_batcher = Batcher(model, tok, *pick(held), cfg, device) if hold else None
+
+    def batcher_for(idx: list[int]) -> Batcher:
+        return Batcher(model, tok, [rows[i]["query"] for i in idx], [rows[i]["response"] for i in idx], targets[idx],
+                       cfg, device)
+
+    batcher = batcher_for(train_idx)
+    held_batcher = batcher_for(held) if hold else None
     micro_per_epoch = len(batcher) // cfg.batch_size
     total = cfg.steps or max(1, math.ceil(cfg.epochs * micro_per_epoch / cfg.grad_accum))
     warmup = max(1, int(cfg.warmup_ratio * total))
@@ -398,7 +402,8 @@ def write_model_card(directory: Path, config) -> None:
               f"{p.get('recon_weight')} / align {p.get('align_weight')}, responses <= {p.get('max_response_tokens')} "
               "tokens",
               f"- wall time: {p.get('train_seconds')} s (optimisation only)",
-              f"- final batch losses: total {final.get('loss')}, recon {final.get('recon')}, align {final.get('align')}, "
+              f"- final batch losses: total {final.get('loss')}, recon {final.get('recon')}, "
+              f"align {final.get('align')}, "
               f"cosine to teacher {final.get('cos')}",
               f"- held-out cosine to the teacher's embedding of the response: {p.get('heldout_cos')} "
               f"({p.get('heldout')} held-out responses)",
@@ -416,7 +421,8 @@ def provenance(cfg: TrainConfig, n_rows: int, hold: int, steps: int, csv_path: P
         rows = list(csv.DictReader(f))
     last = rows[-1] if rows else {}
     evals = [r["heldout_cos"] for r in rows if r["heldout_cos"]]
-    return {"command": cfg.command, "queries": cfg.queries, "responses_used": n_rows - hold, "heldout": hold, "steps": steps,
+    return {"command": cfg.command, "queries": cfg.queries, "responses_used": n_rows - hold, "heldout": hold,
+            "steps": steps,
             "batch_size": cfg.batch_size * cfg.grad_accum, "lr": cfg.lr, "recon_weight": cfg.recon_weight,
             "align_weight": cfg.align_weight, "max_response_tokens": cfg.max_response_tokens,
             "final": {k: last.get(k) for k in ("loss", "recon", "align", "cos")},
