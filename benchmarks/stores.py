@@ -136,6 +136,7 @@ def run_engine(engine: Engine, corpus: np.ndarray, queries: np.ndarray, workdir:
     upsert_s = time.perf_counter() - start
     start = time.perf_counter()
     store.flush()
+    store.optimize()
     flush_s = time.perf_counter() - start
     store.search(queries[:5], K)  # warm-up
     latencies = []

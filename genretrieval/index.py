@@ -262,6 +262,7 @@ class Index:
             if stale:
                 stats.deleted = self.store.delete(ids=stale)
             self.store.flush()
+            self.store.optimize()
             self.manifest["corpus"] = str(Path(corpus).resolve())
             self.manifest["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
             _write_json_atomic(self.path / MANIFEST, self.manifest)

@@ -411,3 +411,20 @@ def test_qdrant_server_splits_uploads_under_request_limit(corpus, monkeypatch):
     starts = np.cumsum([0, *batches])
     assert all(sum(sizes[a:b]) <= 20_000 for a, b in zip(starts, starts[1:]))
     s.close()
+
+
+def test_edge_builds_hnsw_on_optimize_not_on_every_flush(tmp_path):
+    vectors = clustered(600, DIM, 20, seed=3)
+    ids = [f"p{i}" for i in range(len(vectors))]
+    s = open_store("qdrant", tmp_path / "e", DIM, create=True, exact_threshold=200)
+    s.upsert(ids, vectors, [{"source": f"s{i % 7}"} for i in range(len(ids))])
+    s.flush()
+    exact = [[h.id for h in hits] for hits in s.search(vectors[:20], 10)]
+    s.optimize()
+    approx = [[h.id for h in hits] for hits in s.search(vectors[:20], 10)]
+    recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact)])
+    assert recall >= 0.9
+    s.close()
+    reopened = open_store("qdrant", tmp_path / "e", DIM, create=False, exact_threshold=200)
+    assert reopened.count() == 600
+    reopened.close()

@@ -63,6 +63,9 @@ class VectorStore(Protocol):
     def flush(self) -> None:
         """Make every change so far durable."""
 
+    def optimize(self) -> None:
+        """Build search structures after a bulk load (a no-op where the engine keeps them up to date)."""
+
     def close(self) -> None:
         """Flush and release the store; it cannot be used afterwards."""
 

@@ -453,6 +453,9 @@ class FaissStore:
         """Number of points."""
         return int(self._index.ntotal)
 
+    def optimize(self) -> None:
+        """Nothing to do: the index is kept ready for search as points arrive."""
+
     def flush(self) -> None:
         """Write the index atomically, then commit the docstore (see the class docstring)."""
         self._write_index()

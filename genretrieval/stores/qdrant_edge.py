@@ -208,16 +208,20 @@ class QdrantEdgeStore:
         return self._shard.count(CountRequest(exact=True))
 
     def flush(self) -> None:
-        """Flush the shard to disk; for a store of at least ``exact_threshold`` points, also build HNSW."""
+        """Flush the shard (WAL and segments) to disk."""
         self._shard.flush()
+
+    def optimize(self) -> None:
+        """After a bulk load: build the HNSW graph once the store holds ``exact_threshold`` points or more."""
         if self._shard.info().points_count >= self.exact_threshold:
             self._shard.optimize()
             self._shard.flush()
 
     def close(self) -> None:
-        """Flush and close; safe to call twice."""
+        """Optimize, flush and close; safe to call twice."""
         if self._closed:
             return
+        self.optimize()
         self.flush()
         self._shard.close()
         self._closed = True

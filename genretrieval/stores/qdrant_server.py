@@ -212,6 +212,9 @@ class QdrantServerStore:
         """Number of points."""
         return self._client.count(self.collection, exact=True).count
 
+    def optimize(self) -> None:
+        """Nothing to do: the index is kept ready for search as points arrive."""
+
     def flush(self) -> None:
         """Nothing to do: every write already waited for the server's acknowledgement."""
 
