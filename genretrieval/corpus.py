@@ -278,6 +278,15 @@ def _read_jsonl(f: BinaryIO, decode: _Decoder, display: str) -> Iterator[tuple[s
         yield f"{display}:{lineno}", record
 
 
+def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[str, dict]]:
+    """``("file:line", record)`` for each JSON object of a JSONL file (UTF-8, invalid bytes replaced).
+
+    A line that is not a JSON object raises ``GenRetError`` naming the file and line.
+    """
+    with open(path, "rb") as f:
+        yield from _read_jsonl(f, _Decoder(), str(path))
+
+
 def _read_json(f: BinaryIO, decode: _Decoder, display: str) -> Iterator[tuple[str, dict]]:
     try:
         data = json.loads(decode(f.read()).removeprefix("\ufeff"))

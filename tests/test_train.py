@@ -147,7 +147,7 @@ def test_query_sampling_is_seeded_and_capped(query_file):
 @pytest.mark.parametrize("content, message", [
     ("", "has no queries"),
     ('{"id": 1, "query": "x"}\n', "missing field 'text'"),
-    ('{"id": 1, "text": "x"}\nnot json\n', "queries.jsonl:2: not valid JSON"),
+    ('{"id": 1, "text": "x"}\nnot json\n', "queries.jsonl:2: invalid JSON"),
 ])
 def test_bad_query_files(tmp_path, content, message):
     path = tmp_path / "queries.jsonl"

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from ..corpus import iter_jsonl
 from ..errors import GenRetError
 
 
@@ -36,20 +36,13 @@ def load_queries(files: Sequence[str | Path], id_field: str = "id", text_field: 
         if not f.is_file():
             raise GenRetError(f"query file not found: {f}")
         rows: list[Query] = []
-        with f.open(encoding="utf-8", errors="replace") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise GenRetError(f"{f}:{lineno}: not valid JSON ({e.msg})") from None
-                if not isinstance(row, dict) or text_field not in row or id_field not in row:
-                    raise GenRetError(f"{f}:{lineno}: missing field {text_field!r} or {id_field!r}")
-                text = str(row[text_field]).strip()
-                if text:
-                    rows.append(Query(f"{f.stem}:{row[id_field]}", text, str(row.get("source", f.stem)),
-                                      str(row.get("license", ""))))
+        for where, row in iter_jsonl(f):
+            if text_field not in row or id_field not in row:
+                raise GenRetError(f"{where}: missing field {text_field!r} or {id_field!r}")
+            text = str(row[text_field]).strip()
+            if text:
+                rows.append(Query(f"{f.stem}:{row[id_field]}", text, str(row.get("source", f.stem)),
+                                  str(row.get("license", ""))))
         if not rows:
             raise GenRetError(f"query file {f} has no queries")
         if cap is not None and cap < len(rows):
