@@ -184,14 +184,16 @@ def index_cmd(
 ) -> None:
     """Embed a corpus into an index (incremental: unchanged chunks are skipped)."""
     from .encoder import load_encoder
-    from .index import Index
+    from .index import MANIFEST, Index
     from .index import index_dir as resolve_dir
 
     if not path.exists():
         raise GenRetError(f"path not found: {path}")
+    if (shards or replicas) and not url:
+        raise GenRetError("--shards and --replicas apply to a Qdrant server collection (--url)")
     where = resolve_dir(index, index_dir)
     spec = _encoder_spec(encoder, backbone, adapter, device, dtype, num_threads)
-    fresh = not (where / "manifest.json").exists()
+    fresh = not (where / MANIFEST).exists()
     try:
         if not fresh and backbone is None and adapter is None and encoder == EncoderKind.gen:
             idx = Index.open(where, device=device, dtype=dtype, num_threads=num_threads)
@@ -200,8 +202,6 @@ def index_cmd(
         else:
             enc = load_encoder(**spec)
             persisted = {k: spec[k] for k in ("kind", "backbone", "adapter")}
-            if (shards or replicas) and not url:
-                raise GenRetError("--shards and --replicas apply to a Qdrant server collection (--url)")
             options = {k: v for k, v in (("shard_number", shards), ("replication_factor", replicas)) if v}
             idx = Index.create(where, enc, backend.value, url=url, faiss_index=faiss_index, task=task,
                                chunk_size=chunk_size, overlap=overlap, encoder_spec=persisted,
