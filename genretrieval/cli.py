@@ -317,6 +317,10 @@ def train_cmd(
     gen_batch_size: int = 32,
     checkpoint_every: int = 25,
     gradient_checkpointing: Annotated[bool, typer.Option(help="Trade ~25% time for ~35% memory.")] = False,
+    group_by_length: Annotated[bool, typer.Option(help="Batch queries of similar length (less padding).")] = True,
+    init_align: Annotated[str, typer.Option(help="Start of align: ridge (fit to the targets) or random.")] = "ridge",
+    tokens_only: Annotated[bool, typer.Option(
+        help="Train only the token rows (with a ridge start, align is re-fitted at the end).")] = False,
     stage: Annotated[Optional[list[str]], typer.Option(
         help="Run only these stages: responses, teacher, optimize.")] = None,
     seed: int = 0,
@@ -327,6 +331,8 @@ def train_cmd(
     """Self-supervised training: the backbone's own answers, teacher targets, then the adapter. Resumable."""
     from .train import TrainConfig, train
 
+    if init_align not in ("ridge", "random"):
+        raise GenRetError(f"unknown --init-align {init_align!r}; use ridge or random")
     stages = stage or ["responses", "teacher", "optimize"]
     if unknown := set(stages) - {"responses", "teacher", "optimize"}:
         raise GenRetError(f"unknown stage(s) {sorted(unknown)}; use responses, teacher, optimize")
@@ -336,7 +342,9 @@ def train_cmd(
                       steps=steps, max_queries=max_queries, max_query_tokens=max_query_tokens,
                       max_response_tokens=max_response_tokens, max_new_tokens=max_new_tokens,
                       gen_batch_size=gen_batch_size, checkpoint_every=checkpoint_every,
-                      gradient_checkpointing=gradient_checkpointing, seed=seed, device=device, dtype=dtype,
+                      gradient_checkpointing=gradient_checkpointing, group_by_length=group_by_length,
+                      init_align=init_align, tokens_only=tokens_only, seed=seed,
+                      device=device, dtype=dtype,
                       num_threads=num_threads, stages=stages, command="genret " + " ".join(sys.argv[1:]))
     adapter = train(cfg, log=lambda m: typer.echo(m, err=True))
     typer.echo(str(adapter))
@@ -356,6 +364,7 @@ DataDirOpt = Annotated[Path, typer.Option(help="Offline data root (holds advbenc
 OutOpt = Annotated[Path, typer.Option(help="Where the JSON, Markdown and PNG reports go.")]
 MaxQueriesOpt = Annotated[Optional[int], typer.Option(min=1, help="Evaluate an evenly spaced query subset.")]
 HydeQueriesOpt = Annotated[int, typer.Option(min=1, help="Query cap for HyDE (one generation per query).")]
+MergeOpt = Annotated[bool, typer.Option("--merge", help="Add to the existing report: keep systems not re-run.")]
 
 
 def _systems(names, backbone, adapter, device, dtype, num_threads):
@@ -374,7 +383,8 @@ def _systems(names, backbone, adapter, device, dtype, num_threads):
                                      device=device, dtype=dtype, num_threads=num_threads)
 
 
-def _run_eval(benchmark_name: str, run, systems, max_queries, hyde_queries, out: Path, **encoder_opts) -> None:
+def _run_eval(benchmark_name: str, run, systems, max_queries, hyde_queries, out: Path, merge: bool,
+              **encoder_opts) -> None:
     from .evaluation import write_report
 
     results = []
@@ -383,7 +393,7 @@ def _run_eval(benchmark_name: str, run, systems, max_queries, hyde_queries, out:
         typer.echo(f"{benchmark_name}: {name.value}" + (f" on {cap} queries" if cap else ""), err=True)
         results.append(run(system, max_queries=cap, name=name.value, progress=True))
         del system
-    paths = write_report(results, out, name=benchmark_name, command="genret " + " ".join(sys.argv[1:]))
+    paths = write_report(results, out, name=benchmark_name, command="genret " + " ".join(sys.argv[1:]), merge=merge)
     typer.echo(paths["markdown"].read_text())
 
 
@@ -395,6 +405,7 @@ def eval_advbench(
     max_queries: MaxQueriesOpt = None,
     hyde_queries: HydeQueriesOpt = 64,
     out: OutOpt = Path("benchmarks/results"),
+    merge: MergeOpt = False,
     backbone: BackboneOpt = None,
     adapter: AdapterOpt = None,
     device: DeviceOpt = None,
@@ -405,7 +416,7 @@ def eval_advbench(
     from .evaluation import run_advbench_ir
 
     _run_eval("advbench-ir", lambda s, **kw: run_advbench_ir(s, data_dir, **kw), encoder, max_queries, hyde_queries,
-              out, backbone=backbone, adapter=adapter, device=device, dtype=dtype, num_threads=num_threads)
+              out, merge, backbone=backbone, adapter=adapter, device=device, dtype=dtype, num_threads=num_threads)
 
 
 @eval_app.command("beir")
@@ -418,6 +429,7 @@ def eval_beir(
     max_queries: MaxQueriesOpt = None,
     hyde_queries: HydeQueriesOpt = 64,
     out: OutOpt = Path("benchmarks/results"),
+    merge: MergeOpt = False,
     backbone: BackboneOpt = None,
     adapter: AdapterOpt = None,
     device: DeviceOpt = None,
@@ -428,7 +440,7 @@ def eval_beir(
     from .evaluation import run_beir
 
     _run_eval(f"beir-{data_dir.name}", lambda s, **kw: run_beir(s, data_dir, split=split, **kw), encoder,
-              max_queries, hyde_queries, out, backbone=backbone, adapter=adapter, device=device, dtype=dtype,
+              max_queries, hyde_queries, out, merge, backbone=backbone, adapter=adapter, device=device, dtype=dtype,
               num_threads=num_threads)
 
 
@@ -446,6 +458,7 @@ def eval_bright(
     max_queries: MaxQueriesOpt = None,
     hyde_queries: HydeQueriesOpt = 64,
     out: OutOpt = Path("benchmarks/results"),
+    merge: MergeOpt = False,
     backbone: BackboneOpt = None,
     adapter: AdapterOpt = None,
     device: DeviceOpt = None,
@@ -457,7 +470,7 @@ def eval_bright(
 
     _run_eval("bright-long" if long else "bright",
               lambda s, **kw: run_bright(s, subsets, documents_dir=data_dir, topics_dir=topics_dir, long=long, **kw),
-              encoder, max_queries, hyde_queries, out, backbone=backbone, adapter=adapter, device=device,
+              encoder, max_queries, hyde_queries, out, merge, backbone=backbone, adapter=adapter, device=device,
               dtype=dtype, num_threads=num_threads)
 
 

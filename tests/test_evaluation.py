@@ -428,8 +428,24 @@ def test_run_advbench_ir_with_fake_encoder_and_report(tmp_path):
     assert "genret eval advbench-ir" in table and "| hash |" in table and "| bm25 |" in table
     assert "numpy" in table and "accuracy@5" in table
     saved = json.loads(paths["json"].read_text())
-    assert saved["command"] == "genret eval advbench-ir" and len(saved["results"]) == 2
+    assert saved["commands"] == ["genret eval advbench-ir"] and len(saved["results"]) == 2
     assert paths["png"].read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_merge_keeps_other_systems_and_replaces_rerun_ones(tmp_path):
+    def result(system, value):
+        return {"benchmark": "b", "system": system, "metrics": {"m": value}}
+
+    write_report([result("slow", 0.1), result("fast", 0.2)], tmp_path, name="b", command="first")
+    paths = write_report([result("fast", 0.3)], tmp_path, name="b", command="second", merge=True)
+    saved = json.loads(paths["json"].read_text())
+    assert [(r["system"], r["metrics"]["m"], r["command"]) for r in saved["results"]] == [
+        ("slow", 0.1, "first"), ("fast", 0.3, "second")]
+    assert saved["commands"] == ["first", "second"]
+    table = paths["markdown"].read_text()
+    assert "| slow | 0.100 |" in table and "| fast | 0.300 |" in table and "Command: `second`" in table
+    paths = write_report([result("fast", 0.4)], tmp_path, name="b", command="third")  # no merge: replaced
+    assert [r["system"] for r in json.loads(paths["json"].read_text())["results"]] == ["fast"]
 
 
 def test_report_bright_table_has_one_column_per_subset(tmp_path):

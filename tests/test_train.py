@@ -9,8 +9,9 @@ import torch
 
 from genretrieval import GenRetError
 from genretrieval.encoder import load_gen_model
-from genretrieval.encoder.adapter import read_adapter
+from genretrieval.encoder.adapter import adapter_hash, read_adapter
 from genretrieval.train import trainer as trainer_mod
+from genretrieval.train.card import write_model_card
 from genretrieval.train.data import load_queries
 from genretrieval.train.responses import generate_responses, read_responses
 from genretrieval.train.trainer import Batcher, TrainConfig, train
@@ -73,11 +74,45 @@ def test_train_end_to_end_keeps_backbone_and_writes_artifacts(tmp_path, query_fi
     assert tensors["special"].shape == (3, 32)
     card = (adapter / "README.md").read_text()
     assert "| queries | queries |  | 18 |" in card and "held-out cosine" in card  # 20 queries, 2 held out
+    # Evaluation reports add a table; the row produced with this adapter is marked.
+    report = tmp_path / "b.json"
+    report.write_text(json.dumps({"commands": ["genret eval b"], "results": [
+        {"benchmark": "b", "system": "gen", "identity": {"adapter": adapter_hash(cfg, tensors)}, "metrics": {"m": 0.5}},
+        {"benchmark": "b", "system": "teacher", "identity": {}, "metrics": {"m": 0.25}}]}))
+    card = write_model_card(adapter, [report]).read_text()
+    assert "| **gen (this adapter)** | 0.500 |" in card and "| teacher | 0.250 |" in card
+    assert "Command: `genret eval b`" in card and "held-out cosine" in card
     # The frozen backbone's weights on disk are untouched, and training only ever held adapter gradients.
     after = _state(load_gen_model(tiny_backbone, dtype="fp32")[0].lm)
     assert all(torch.equal(before[k], after[k]) for k in before)
     rows = (run / "losses.csv").read_text().splitlines()
     assert len(rows) == 7 and rows[0].startswith("step,loss")
+
+
+def test_ridge_start_of_align_fits_the_targets(query_file, tiny_backbone):
+    model, tok, _, _ = load_gen_model(tiny_backbone, dtype="fp32")
+    queries = [q.text for q in load_queries([query_file])]
+    targets = torch.randn(len(queries), model.dim).numpy()
+    cfg = TrainConfig(queries=["q"], out="o", batch_size=4, ridge=1e-3)
+    batcher = Batcher(model, tok, queries, queries, targets, cfg, "cpu")
+    before = trainer_mod.evaluate_cosine(batcher, cfg)
+    trainer_mod.ridge_init_align(batcher, cfg, progress=False)
+    after = trainer_mod.evaluate_cosine(batcher, cfg)
+    assert abs(before) < 0.3 and after > 0.9  # 20 examples, 32 features: nearly exact fit
+
+
+@pytest.mark.parametrize("group", [True, False])
+def test_epoch_batches_visit_each_example_once(group):
+    lengths = [(i * 37) % 50 for i in range(1000)]
+    cfg = TrainConfig(queries=["q"], out="o", batch_size=8, group_by_length=group)
+    for epoch in (0, 1):
+        batches = trainer_mod._epoch_batches(lengths, cfg, epoch)
+        flat = [i for b in batches for i in b]
+        assert len(batches) == 125 and all(len(b) == 8 for b in batches) and len(set(flat)) == 1000
+    padded = sum(max(lengths[i] for i in b) * len(b) for b in batches)
+    # Grouping keeps each batch within a narrow length range; random batches pad to near the maximum.
+    assert (padded < 1.1 * sum(lengths)) == group
+    assert batches != trainer_mod._epoch_batches(lengths, cfg, 0)  # epochs differ, deterministically
 
 
 def test_training_does_not_touch_backbone_in_memory(tmp_path, query_file, tiny_backbone, monkeypatch):

@@ -66,7 +66,7 @@ def _markdown(groups: dict[str, list[dict]], header: dict[str, Any]) -> str:
     lines = [
         f"# Benchmark results ({header['created']})",
         "",
-        f"Command: `{header['command']}`",
+        *(f"Command: `{c}`" for c in header["commands"]),
         "",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in header["versions"].items()),
         "",
@@ -107,7 +107,7 @@ def _chart(groups: dict[str, list[dict]], header: dict[str, Any], path: Path) ->
         ax.set_title(benchmark + (" (nDCG@10)" if "subsets" in results[0] else ""))
         ax.legend(fontsize=8, loc="upper right", ncol=min(4, len(results)))
     versions = ", ".join(f"{k} {v}" for k, v in header["versions"].items() if k != "platform")
-    fig.text(0.01, 0.005, f"{header['command']}\n{versions}", fontsize=6, va="bottom", wrap=True)
+    fig.text(0.01, 0.005, "\n".join([*header["commands"], versions]), fontsize=6, va="bottom", wrap=True)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -118,25 +118,37 @@ def write_report(
     output_dir: str | Path = DEFAULT_OUTPUT_DIR,
     name: str | None = None,
     command: str | None = None,
+    merge: bool = False,
 ) -> dict[str, Path]:
     """Write ``<name>.json``, ``<name>.md`` and ``<name>.png`` for the results of the ``run_*`` functions.
 
     Results of the same benchmark (e.g. several encoders) share one table and one chart panel. ``name``
-    defaults to the benchmark names joined by "+"; ``command`` to this process's command line. Returns the
-    written paths by kind ("json", "markdown", "png").
+    defaults to the benchmark names joined by "+"; ``command`` to this process's command line; each result
+    records the command that produced it. ``merge=True`` keeps the systems of an existing ``<name>.json`` that
+    this run did not re-evaluate, so slow systems can be added one run at a time. Returns the written paths by
+    kind ("json", "markdown", "png").
     """
     if not results:
         raise ValueError("no results to report")
+    command = command or shlex.join(sys.argv)
+    results = [{**r, "command": command} for r in results]
     groups = _by_benchmark(results)
     name = name or "+".join(groups)
+    out = Path(output_dir)
+    paths = {"json": out / f"{name}.json", "markdown": out / f"{name}.md", "png": out / f"{name}.png"}
+    if merge and paths["json"].exists():
+        previous = json.loads(paths["json"].read_text(encoding="utf-8"))
+        rerun = {(r["benchmark"], r["system"]) for r in results}
+        kept = [{"command": previous.get("command"), **r} for r in previous["results"]
+                if (r["benchmark"], r["system"]) not in rerun]
+        results = kept + results
+        groups = _by_benchmark(results)
     header = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": command or shlex.join(sys.argv),
+        "commands": list(dict.fromkeys(r["command"] for r in results)),
         "versions": package_versions(),
     }
-    out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out / f"{name}.json", "markdown": out / f"{name}.md", "png": out / f"{name}.png"}
     paths["json"].write_text(
         json.dumps({**header, "results": list(results)}, indent=1, default=str) + "\n", encoding="utf-8"
     )

@@ -1,0 +1,87 @@
+"""The model card (``README.md``) beside a trained adapter: data, training, and evaluation results.
+
+``python -m genretrieval.train.card ADAPTER_DIR [REPORT.json ...]`` rewrites the card of an adapter directory,
+adding one table per evaluation report written by ``genret eval`` (``benchmarks/results/*.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..encoder.adapter import CONFIG_FILE, AdapterConfig
+
+
+def _training_lines(config: AdapterConfig) -> list[str]:
+    p = config.provenance
+    lines = ["## Training data (responses used for training, by source)", "",
+             "| file | source | license | rows |", "|---|---|---|---:|"]
+    lines += [f"| {d['file']} | {d['source']} | {d['license']} | {d['rows']} |" for d in p.get("data", [])]
+    final = p.get("final", {})
+    lines += ["", "## Training", "",
+              f"- steps: {p.get('steps')} at batch {p.get('batch_size')}, lr {p.get('lr')}, loss weights recon "
+              f"{p.get('recon_weight')} / align {p.get('align_weight')}, align initialised {p.get('init_align')}, "
+              f"responses <= {p.get('max_response_tokens')} tokens",
+              f"- wall time: {p.get('train_seconds')} s (optimisation only)",
+              f"- final batch losses: total {final.get('loss')}, recon {final.get('recon')}, "
+              f"align {final.get('align')}, cosine to teacher {final.get('cos')}",
+              f"- held-out cosine to the teacher's embedding of the response: {p.get('heldout_cos')} "
+              f"({p.get('heldout')} held-out responses)",
+              f"- torch {p.get('torch')}, transformers {p.get('transformers')}", "",
+              "Made with:", "", "```", p.get("command") or "genretrieval.train.train(TrainConfig(...))", "```", "",
+              "The exact settings are in `adapter.json` (provenance) and the run's `train_config.json`."]
+    return lines
+
+
+def _report_lines(report: dict, adapter_id: str | None) -> list[str]:
+    """One Markdown table per benchmark of a ``genret eval`` JSON report; this adapter's row is marked."""
+    from ..evaluation.report import comparison_table
+
+    lines: list[str] = []
+    groups: dict[str, list[dict]] = {}
+    for r in report["results"]:
+        groups.setdefault(r["benchmark"], []).append(r)
+    for benchmark, results in groups.items():
+        columns, rows = comparison_table(results)
+        lines += [f"### {benchmark}", "", "| system | " + " | ".join(columns) + " |",
+                  "|---|" + "---:|" * len(columns)]
+        for r, row in zip(results, rows):
+            mine = adapter_id is not None and r.get("identity", {}).get("adapter") == adapter_id
+            label = f"**{r['system']} (this adapter)**" if mine else r["system"]
+            lines.append(f"| {label} | " + " | ".join(f"{v:.3f}" for v in row) + " |")
+        lines += ["", *(f"Command: `{c}`" for c in report.get("commands", [])), ""]
+    return lines
+
+
+def write_model_card(directory: str | Path, reports: Sequence[str | Path] = ()) -> Path:
+    """Write ``README.md`` in an adapter directory from its ``adapter.json`` and the given eval reports."""
+    from ..encoder.adapter import adapter_hash, read_adapter
+
+    directory = Path(directory)
+    config, tensors = read_adapter(directory)
+    adapter_id = adapter_hash(config, tensors)
+    lines = [f"# genretrieval adapter for {config.backbone}", "",
+             f"K = {config.num_compression} compression tokens, T = {config.num_thought} thought tokens, "
+             f"{config.dim}-d output aligned to {config.teacher}. Adapter id `{adapter_id}`.", "",
+             *_training_lines(config), ""]
+    if reports:
+        lines += ["## Evaluation", ""]
+        for path in reports:
+            lines += _report_lines(json.loads(Path(path).read_text(encoding="utf-8")), adapter_id)
+    path = directory / "README.md"
+    path.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
+    return path
+
+
+def main(argv: Sequence[str]) -> int:
+    if not argv or not (Path(argv[0]) / CONFIG_FILE).is_file():
+        print("usage: python -m genretrieval.train.card ADAPTER_DIR [REPORT.json ...]", file=sys.stderr)
+        return 2
+    print(write_model_card(argv[0], argv[1:]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
