@@ -19,11 +19,14 @@ def _training_lines(config: AdapterConfig) -> list[str]:
     lines = ["## Training data (responses used for training, by source)", "",
              "| file | source | license | rows |", "|---|---|---|---:|"]
     lines += [f"| {d['file']} | {d['source']} | {d['license']} | {d['rows']} |" for d in p.get("data", [])]
+    lines.append(f"| total | | | {sum(d['rows'] for d in p.get('data', []))} |")
+    trained = "the token rows only (align re-fitted after the last step)" if p.get("tokens_only") else \
+        "the token rows and both projections"
     final = p.get("final", {})
     lines += ["", "## Training", "",
               f"- steps: {p.get('steps')} at batch {p.get('batch_size')}, lr {p.get('lr')}, loss weights recon "
               f"{p.get('recon_weight')} / align {p.get('align_weight')}, align initialised {p.get('init_align')}, "
-              f"responses <= {p.get('max_response_tokens')} tokens",
+              f"responses <= {p.get('max_response_tokens')} tokens; trained: {trained}",
               f"- wall time: {p.get('train_seconds')} s (optimisation only)",
               f"- final batch losses: total {final.get('loss')}, recon {final.get('recon')}, "
               f"align {final.get('align')}, cosine to teacher {final.get('cos')}",
