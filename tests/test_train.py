@@ -96,7 +96,7 @@ def test_ridge_start_of_align_fits_the_targets(query_file, tiny_backbone):
     cfg = TrainConfig(queries=["q"], out="o", batch_size=4, ridge=1e-3)
     batcher = Batcher(model, tok, queries, queries, targets, cfg, "cpu")
     before = trainer_mod.evaluate_cosine(batcher, cfg)
-    trainer_mod.ridge_init_align(batcher, cfg, progress=False)
+    trainer_mod.fit_align_ridge(batcher, cfg, progress=False)
     after = trainer_mod.evaluate_cosine(batcher, cfg)
     assert abs(before) < 0.3 and after > 0.9  # 20 examples, 32 features: nearly exact fit
 
@@ -113,6 +113,17 @@ def test_epoch_batches_visit_each_example_once(group):
     # Grouping keeps each batch within a narrow length range; random batches pad to near the maximum.
     assert (padded < 1.1 * sum(lengths)) == group
     assert batches != trainer_mod._epoch_batches(lengths, cfg, 0)  # epochs differ, deterministically
+
+
+def test_tokens_only_moves_only_the_token_rows_and_refits_align(tmp_path, query_file, tiny_backbone):
+    adapter = train(_cfg(tmp_path, query_file, tiny_backbone, tokens_only=True, recon_weight=0), progress=False,
+                    log=lambda *_: None)
+    cfg, tensors = read_adapter(adapter)
+    start = load_gen_model(tiny_backbone, None, "cpu", "fp32", 3, 0, dim=384)[0]  # the same seeded start
+    assert torch.equal(tensors["recon.weight"], start.recon.weight.detach())
+    assert not torch.equal(tensors["special"], start.special.detach())
+    assert not torch.equal(tensors["align.weight"], start.align.weight.detach())
+    assert cfg.provenance["tokens_only"] and cfg.provenance["init_align"] == "ridge"
 
 
 def test_training_does_not_touch_backbone_in_memory(tmp_path, query_file, tiny_backbone, monkeypatch):
@@ -200,3 +211,5 @@ def test_bad_settings(tmp_path, query_file, tiny_backbone):
         train(_cfg(tmp_path, tmp_path / "missing.jsonl", tiny_backbone), progress=False)
     with pytest.raises(GenRetError, match="not both 0"):
         train(_cfg(tmp_path, query_file, tiny_backbone, recon_weight=0, align_weight=0), progress=False)
+    with pytest.raises(GenRetError, match="--tokens-only needs --init-align ridge"):
+        train(_cfg(tmp_path, query_file, tiny_backbone, tokens_only=True, init_align="random"), progress=False)
