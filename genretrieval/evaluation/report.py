@@ -55,6 +55,13 @@ def comparison_table(results: Sequence[dict]) -> tuple[list[str], list[list[floa
     return columns, [[r["metrics"][c] for c in columns] for r in results]
 
 
+def row_label(result: dict, results: Sequence[dict]) -> str:
+    """The row label: the system, with its query count when it ran on fewer queries than the others (HyDE)."""
+    most = max(r.get("num_queries", 0) for r in results)
+    n = result.get("num_queries", most)
+    return f"{result['system']} ({n} queries)" if n < most else result["system"]
+
+
 def _by_benchmark(results: Sequence[dict]) -> dict[str, list[dict]]:
     groups: dict[str, list[dict]] = {}
     for r in results:
@@ -81,7 +88,7 @@ def _markdown(groups: dict[str, list[dict]], header: dict[str, Any]) -> str:
             "|---|" + "---:|" * len(columns),
         ]
         lines += [
-            f"| {r['system']} | " + " | ".join(f"{v:.3f}" for v in row) + " |"
+            f"| {row_label(r, results)} | " + " | ".join(f"{v:.3f}" for v in row) + " |"
             for r, row in zip(results, rows)
         ]
         lines.append("")
@@ -101,7 +108,7 @@ def _chart(groups: dict[str, list[dict]], header: dict[str, Any], path: Path) ->
         x = np.arange(len(columns))
         width = 0.8 / len(results)
         for n, (r, row) in enumerate(zip(results, rows)):
-            ax.bar(x + (n - (len(results) - 1) / 2) * width, row, width, label=r["system"])
+            ax.bar(x + (n - (len(results) - 1) / 2) * width, row, width, label=row_label(r, results))
         ax.set_xticks(x, columns, rotation=30, ha="right", fontsize=8)
         ax.set_ylim(0, 1.15)
         ax.set_title(benchmark + (" (nDCG@10)" if "subsets" in results[0] else ""))
@@ -131,7 +138,7 @@ def write_report(
     if not results:
         raise ValueError("no results to report")
     command = command or shlex.join(sys.argv)
-    results = [{**r, "command": command} for r in results]
+    results = [{**r, "command": r.get("command") or command} for r in results]  # re-rendering keeps its own
     groups = _by_benchmark(results)
     name = name or "+".join(groups)
     out = Path(output_dir)

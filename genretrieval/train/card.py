@@ -40,7 +40,7 @@ def _training_lines(config: AdapterConfig) -> list[str]:
 
 def _report_lines(report: dict, adapter_id: str | None) -> list[str]:
     """One Markdown table per benchmark of a ``genret eval`` JSON report; this adapter's row is marked."""
-    from ..evaluation.report import comparison_table
+    from ..evaluation.report import comparison_table, row_label
 
     lines: list[str] = []
     groups: dict[str, list[dict]] = {}
@@ -52,7 +52,7 @@ def _report_lines(report: dict, adapter_id: str | None) -> list[str]:
                   "|---|" + "---:|" * len(columns)]
         for r, row in zip(results, rows):
             mine = adapter_id is not None and r.get("identity", {}).get("adapter") == adapter_id
-            label = f"**{r['system']} (this adapter)**" if mine else r["system"]
+            label = f"**{row_label(r, results)} (this adapter)**" if mine else row_label(r, results)
             lines.append(f"| {label} | " + " | ".join(f"{v:.3f}" for v in row) + " |")
         lines += ["", *(f"Command: `{c}`" for c in report.get("commands", [])), ""]
     return lines

@@ -21,7 +21,6 @@ import torch.nn.functional as F
 from ..encoder.model import left_pad, position_ids_from_mask
 from ..errors import GenRetError
 from ..progress import progress_bar
-from .card import write_model_card
 from .data import load_queries
 from .responses import generate_responses
 
@@ -279,6 +278,7 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> Path:
     from ..encoder.adapter import save_adapter
     from ..encoder.device import set_threads
     from ..encoder.teacher import TeacherEncoder
+    from .card import write_model_card
     from .responses import read_responses
 
     cfg.validate()
