@@ -417,8 +417,8 @@ def fit_align_ridge(batcher: Batcher, cfg: TrainConfig, progress: bool = True) -
     current model to the unit teacher targets: the best linear read-out of the current tokens.
 
     Used as the start of training (``init_align="ridge"``) and, with ``tokens_only``, again after the last step.
-    The final hidden states have a few dimensions hundreds of times larger than the rest, so gradient descent
-    conditions ``align`` slowly; on the shipped data the fit reaches a held-out cosine of 0.45 before any step,
+    The final hidden states are badly scaled (a few dimensions about ten times the typical one), so gradient
+    descent conditions ``align`` slowly; on the shipped data the fit reaches a held-out cosine of 0.45 before any step,
     against 0.34 after 60 AdamW steps from a random start. The fitted read-out is sensitive to small moves of
     ``recon`` and the tokens, so fine-tune all parameters from it only at a small learning rate, or use
     ``tokens_only`` (see docs/training.md).
