@@ -62,7 +62,18 @@ def row_label(result: dict, results: Sequence[dict]) -> str:
     return f"{result['system']} ({n} queries)" if n < most else result["system"]
 
 
-def _by_benchmark(results: Sequence[dict]) -> dict[str, list[dict]]:
+def markdown_table(results: Sequence[dict], highlight=lambda result: False, note: str = "") -> list[str]:
+    """The Markdown comparison table of one benchmark's results; rows where ``highlight(result)`` is true are
+    set in bold with ``note`` after the label."""
+    columns, rows = comparison_table(results)
+    lines = ["| system | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+    for r, row in zip(results, rows):
+        label = f"**{row_label(r, results)}{note}**" if highlight(r) else row_label(r, results)
+        lines.append(f"| {label} | " + " | ".join(f"{v:.3f}" for v in row) + " |")
+    return lines
+
+
+def by_benchmark(results: Sequence[dict]) -> dict[str, list[dict]]:
     groups: dict[str, list[dict]] = {}
     for r in results:
         groups.setdefault(r["benchmark"], []).append(r)
@@ -79,19 +90,8 @@ def _markdown(groups: dict[str, list[dict]], header: dict[str, Any]) -> str:
         "",
     ]
     for benchmark, results in groups.items():
-        columns, rows = comparison_table(results)
         metric = " (nDCG@10)" if "subsets" in results[0] else ""
-        lines += [
-            f"## {benchmark}{metric}",
-            "",
-            "| system | " + " | ".join(columns) + " |",
-            "|---|" + "---:|" * len(columns),
-        ]
-        lines += [
-            f"| {row_label(r, results)} | " + " | ".join(f"{v:.3f}" for v in row) + " |"
-            for r, row in zip(results, rows)
-        ]
-        lines.append("")
+        lines += [f"## {benchmark}{metric}", "", *markdown_table(results), ""]
     return "\n".join(lines)
 
 
@@ -139,8 +139,7 @@ def write_report(
         raise ValueError("no results to report")
     command = command or shlex.join(sys.argv)
     results = [{**r, "command": r.get("command") or command} for r in results]  # re-rendering keeps its own
-    groups = _by_benchmark(results)
-    name = name or "+".join(groups)
+    name = name or "+".join(by_benchmark(results))
     out = Path(output_dir)
     paths = {"json": out / f"{name}.json", "markdown": out / f"{name}.md", "png": out / f"{name}.png"}
     if merge and paths["json"].exists():
@@ -149,7 +148,7 @@ def write_report(
         kept = [{"command": previous.get("command"), **r} for r in previous["results"]
                 if (r["benchmark"], r["system"]) not in rerun]
         results = kept + results
-        groups = _by_benchmark(results)
+    groups = by_benchmark(results)
     header = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "commands": list(dict.fromkeys(r["command"] for r in results)),

@@ -40,21 +40,15 @@ def _training_lines(config: AdapterConfig) -> list[str]:
 
 def _report_lines(report: dict, adapter_id: str | None) -> list[str]:
     """One Markdown table per benchmark of a ``genret eval`` JSON report; this adapter's row is marked."""
-    from ..evaluation.report import comparison_table, row_label
+    from ..evaluation.report import by_benchmark, markdown_table
+
+    def mine(result: dict) -> bool:
+        return adapter_id is not None and result.get("identity", {}).get("adapter") == adapter_id
 
     lines: list[str] = []
-    groups: dict[str, list[dict]] = {}
-    for r in report["results"]:
-        groups.setdefault(r["benchmark"], []).append(r)
-    for benchmark, results in groups.items():
-        columns, rows = comparison_table(results)
-        lines += [f"### {benchmark}", "", "| system | " + " | ".join(columns) + " |",
-                  "|---|" + "---:|" * len(columns)]
-        for r, row in zip(results, rows):
-            mine = adapter_id is not None and r.get("identity", {}).get("adapter") == adapter_id
-            label = f"**{row_label(r, results)} (this adapter)**" if mine else row_label(r, results)
-            lines.append(f"| {label} | " + " | ".join(f"{v:.3f}" for v in row) + " |")
-        lines += ["", *(f"Command: `{c}`" for c in report.get("commands", [])), ""]
+    for benchmark, results in by_benchmark(report["results"]).items():
+        lines += [f"### {benchmark}", "", *markdown_table(results, highlight=mine, note=" (this adapter)"), "",
+                  *(f"Command: `{c}`" for c in report.get("commands", [])), ""]
     return lines
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import math
 import os
@@ -207,14 +208,8 @@ def _epoch_batches(lengths: list[int], cfg: TrainConfig, epoch: int) -> list[lis
 
 def _batches(lengths: list[int], cfg: TrainConfig, total_micro: int):
     """The deterministic sequence of micro-batches, epoch after epoch (``total_micro`` of them)."""
-    epoch, produced = 0, 0
-    while produced < total_micro:
-        for batch in _epoch_batches(lengths, cfg, epoch):
-            if produced == total_micro:
-                return
-            yield batch
-            produced += 1
-        epoch += 1
+    epochs = (_epoch_batches(lengths, cfg, epoch) for epoch in itertools.count())
+    return itertools.islice(itertools.chain.from_iterable(epochs), total_micro)
 
 
 def _save_checkpoint(run: Path, step: int, model, opt, sched, adapter_cfg, keep: int) -> None:
