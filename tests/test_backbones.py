@@ -73,3 +73,22 @@ def test_installed_default_parts_verify(tmp_path):
     spec = BACKBONES[DEFAULT_BACKBONE]
     out = assemble_gguf(spec.parts, spec.size, spec.sha256, tmp_path / "model.gguf")
     assert out.stat().st_size == 491_400_064
+
+
+def test_loaded_backbone_feeds_lm_head_contiguous_rows(tiny_backbone):
+    """generate() hands lm_head a non-contiguous slice of the prompt; the loader makes it contiguous (on CPU a bf16
+    matmul over such a slice is several hundred times slower), without changing the logits."""
+    import torch
+
+    from genretrieval.encoder.backbones import load_backbone
+
+    lm, _ = load_backbone(resolve_backbone(tiny_backbone), torch.float32)
+    head = lm.get_output_embeddings()
+    seen = []
+    head.register_forward_hook(lambda _, args, out: seen.append(args[0].is_contiguous()))
+    hidden = torch.randn(2, 5, head.in_features)
+    last = hidden[:, -1:, :]
+    assert not last.is_contiguous()
+    logits = head(last)
+    assert seen == [True]
+    torch.testing.assert_close(logits, torch.nn.functional.linear(last.contiguous(), head.weight, head.bias))
