@@ -378,6 +378,8 @@ def _systems(names, backbone, adapter, device, dtype, num_threads):
         elif name == System.untrained:
             yield name, load_encoder("gen", backbone=backbone, device=device, dtype=dtype, num_threads=num_threads,
                                      shipped=False)
+        elif name == System.teacher:  # --backbone names the LLM; the teacher is always the MiniLM baseline
+            yield name, load_encoder("teacher", device=device, num_threads=num_threads)
         else:
             yield name, load_encoder(name.value, backbone=backbone, adapter=adapter if name == System.gen else None,
                                      device=device, dtype=dtype, num_threads=num_threads)
@@ -387,14 +389,17 @@ def _run_eval(benchmark_name: str, run, systems, max_queries, hyde_queries, out:
               **encoder_opts) -> None:
     from .evaluation import write_report
 
-    results = []
-    for name, system in _systems(systems, **encoder_opts):
+    paths = None
+    for i, (name, system) in enumerate(_systems(systems, **encoder_opts)):
         cap = min(max_queries or hyde_queries, hyde_queries) if name == System.hyde else max_queries
         typer.echo(f"{benchmark_name}: {name.value}" + (f" on {cap} queries" if cap else ""), err=True)
-        results.append(run(system, max_queries=cap, name=name.value, progress=True))
+        result = run(system, max_queries=cap, name=name.value, progress=True)
         del system
-    paths = write_report(results, out, name=benchmark_name, command="genret " + " ".join(sys.argv[1:]), merge=merge)
-    typer.echo(paths["markdown"].read_text())
+        # Written after each system, so a later failure keeps the systems already measured.
+        paths = write_report([result], out, name=benchmark_name, command="genret " + " ".join(sys.argv[1:]),
+                             merge=merge or i > 0)
+    if paths is not None:
+        typer.echo(paths["markdown"].read_text())
 
 
 @eval_app.command("advbench-ir")

@@ -167,3 +167,10 @@ def test_cuda_is_picked_with_bf16_and_agrees_with_cpu(tiny_backbone):
     cpu = load_encoder("gen", backbone=tiny_backbone, device="cpu", dtype="fp32")
     assert gpu.device == "cuda" and gpu.dtype in (torch.bfloat16, torch.float16)
     assert np.min(np.sum(gpu.encode_queries(TEXTS) * cpu.encode_queries(TEXTS), axis=1)) > 0.99
+
+
+def test_missing_teacher_model_is_a_one_line_error(tmp_path):
+    from genretrieval.encoder.teacher import TeacherEncoder
+
+    with pytest.raises(GenRetError, match="cannot load teacher model"):
+        TeacherEncoder(str(tmp_path / "no-such-model"))

@@ -495,3 +495,40 @@ def test_teacher_reproduces_advbench_ir_reference(teacher, tmp_path):
 def test_teacher_reproduces_nq_wiki_reference(teacher, tmp_path):
     result = run_beir(teacher, DATA / "nq-wiki", batch_size=64, cache_dir=tmp_path)
     assert result["metrics"]["ndcg@10"] == pytest.approx(0.952, abs=0.01)
+
+
+def test_eval_backbone_option_does_not_reach_the_teacher(monkeypatch):
+    """`genret eval --backbone X` names the LLM of gen/untrained/hyde; the teacher row stays MiniLM."""
+    import genretrieval.encoder
+    from genretrieval.cli import System, _systems
+
+    calls = []
+    monkeypatch.setattr(genretrieval.encoder, "load_encoder", lambda kind="gen", **kw: calls.append((kind, kw)))
+    list(_systems([System.gen, System.teacher, System.untrained], "smollm2-135m-instruct", None, None, None, 1))
+    backbones = {(kind, kw.get("shipped", True)): kw.get("backbone") for kind, kw in calls}
+    assert backbones == {("gen", True): "smollm2-135m-instruct", ("teacher", True): None,
+                         ("gen", False): "smollm2-135m-instruct"}
+
+
+@needs_data
+def test_eval_cli_keeps_finished_systems_when_a_later_one_fails(tmp_path, monkeypatch):
+    """Each system's result is written as it finishes; a failing later system exits with one line and loses
+    nothing already measured."""
+    from typer.testing import CliRunner
+
+    import genretrieval.encoder
+    from genretrieval.cli import app
+
+    def load(kind="gen", **kw):
+        if kind == "teacher":
+            raise GenRetError("cannot load teacher model 'x'")
+        return HashEncoder()
+
+    monkeypatch.setattr(genretrieval.encoder, "load_encoder", load)
+    monkeypatch.setenv("GENRET_HOME", str(tmp_path / "home"))
+    args = ["eval", "beir", "--data-dir", str(DATA / "nq-wiki"), "--max-queries", "20", "--out", str(tmp_path),
+            "--encoder", "bm25", "--encoder", "gen", "--encoder", "teacher"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code != 0 and "cannot load teacher model" in result.output
+    saved = json.loads((tmp_path / "beir-nq-wiki.json").read_text())
+    assert [r["system"] for r in saved["results"]] == ["bm25", "gen"]

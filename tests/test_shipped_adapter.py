@@ -1,8 +1,9 @@
-"""The adapter shipped for the default backbone, on the real Qwen2.5-Coder-0.5B-Instruct (slow)."""
+"""The shipped adapters: the default on the real Qwen2.5-Coder-0.5B-Instruct, the tiny one on SmolLM2 (slow)."""
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,8 +11,11 @@ import pytest
 from genretrieval import load_encoder
 from genretrieval.encoder.adapter import adapter_hash, read_adapter, shipped_adapter
 from genretrieval.encoder.backbones import DEFAULT_BACKBONE
+from genretrieval.evaluation.data import load_beir
 
 pytestmark = pytest.mark.slow
+
+NQ_WIKI = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "nq-wiki"
 
 QUESTIONS = [
     "What is the boiling point of water at sea level?",
@@ -81,3 +85,24 @@ def test_harmful_requests_move_toward_refusal_compared_with_the_teacher(gen):
     gen_margins, teacher_margins = margins(gen), margins(teacher)
     assert (teacher_margins > 0.3).all()
     assert (gen_margins < teacher_margins - 0.15).all(), (gen_margins, teacher_margins)
+
+
+@pytest.mark.skipif(not NQ_WIKI.is_dir(), reason="offline data ../shared/data not present")
+def test_tiny_smollm2_adapter_beats_its_untrained_start_on_real_questions():
+    """60 evenly spaced nq-wiki questions against their 60 gold passages: the shipped SmolLM2 adapter ranks the
+    gold passage first far more often than the untrained one (measured MRR 0.66 against 0.27; the teacher 1.0)."""
+    data = load_beir(NQ_WIKI)
+    picks = np.linspace(0, len(data.query_ids) - 1, 60).astype(int)
+    position = {d: i for i, d in enumerate(data.doc_ids)}
+    queries = [data.queries[i] for i in picks]
+    passages = [data.documents[position[next(iter(data.qrels[data.query_ids[i]]))]] for i in picks]
+
+    def mrr(encoder):
+        s = encoder.encode_queries(queries) @ encoder.encode_documents(passages).T
+        rank = (s > np.diag(s)[:, None]).sum(axis=1)
+        return float(np.mean(1.0 / (rank + 1)))
+
+    trained = load_encoder(backbone="smollm2-135m-instruct", num_threads=2)
+    assert trained.config.trained and shipped_adapter("smollm2-135m-instruct") is not None
+    untrained = load_encoder(backbone="smollm2-135m-instruct", num_threads=2, shipped=False)
+    assert mrr(trained) > mrr(untrained) + 0.25

@@ -33,7 +33,10 @@ class TeacherEncoder:
 
         self.name = model or TEACHER_NAME
         path = teacher_path() if self.name == TEACHER_NAME else self.name
-        full = SentenceTransformer(path, device=device)
+        try:
+            full = SentenceTransformer(path, device=device)
+        except OSError as e:  # not a local folder, and the hub is unreachable or has no such model
+            raise GenRetError(f"cannot load teacher model {self.name!r}: {str(e).splitlines()[0]}") from None
         # sentence-transformers cannot slice a model; rebuild it from its modules without Normalize.
         self._pool = SentenceTransformer(modules=[m for m in full if type(m).__name__ != "Normalize"],
                                          device=device)
