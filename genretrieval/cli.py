@@ -389,7 +389,6 @@ def _run_eval(benchmark_name: str, run, systems, max_queries, hyde_queries, out:
               **encoder_opts) -> None:
     from .evaluation import write_report
 
-    paths = None
     for i, (name, system) in enumerate(_systems(systems, **encoder_opts)):
         cap = min(max_queries or hyde_queries, hyde_queries) if name == System.hyde else max_queries
         typer.echo(f"{benchmark_name}: {name.value}" + (f" on {cap} queries" if cap else ""), err=True)
@@ -398,8 +397,7 @@ def _run_eval(benchmark_name: str, run, systems, max_queries, hyde_queries, out:
         # Written after each system, so a later failure keeps the systems already measured.
         paths = write_report([result], out, name=benchmark_name, command="genret " + " ".join(sys.argv[1:]),
                              merge=merge or i > 0)
-    if paths is not None:
-        typer.echo(paths["markdown"].read_text())
+    typer.echo(paths["markdown"].read_text())  # _systems yields at least one system
 
 
 @eval_app.command("advbench-ir")
