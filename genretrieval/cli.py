@@ -6,7 +6,6 @@ import functools
 import json
 import logging
 import os
-import shutil
 import sys
 from enum import Enum
 from pathlib import Path
@@ -39,6 +38,9 @@ def user_errors(fn: Callable) -> Callable:
         # Our own progress bars and warnings are enough; silence the libraries' per-load noise.
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        from .progress import set_default
+
+        set_default(True)  # the CLI shows progress on long work (first-use preparation included)
         try:
             return fn(*args, **kwargs)
         except GenRetError as e:
@@ -59,6 +61,11 @@ AdapterOpt = Annotated[Optional[Path], typer.Option(help="Adapter directory (def
 DeviceOpt = Annotated[Optional[str], typer.Option(envvar="GENRET_DEVICE", help="auto, cpu, cuda, cuda:N.")]
 DtypeOpt = Annotated[Optional[str], typer.Option(help="auto, bf16, fp16 or fp32.")]
 ThreadsOpt = Annotated[Optional[int], typer.Option(envvar="GENRET_NUM_THREADS", help="CPU threads for torch.")]
+TrustOpt = Annotated[bool, typer.Option(
+    "--trust-remote-code", help="Allow a Hugging Face backbone to run its own model code (never stored in an "
+                                "index's manifest).")]
+BatchOpt = Annotated[int, typer.Option(min=1, help="Texts per forward pass: more is faster until memory runs out; "
+                                                   "the vectors do not depend on it.")]
 
 
 def read_inputs(values: list[str] | None) -> list[str]:
@@ -80,7 +87,8 @@ def encode(
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
     num_threads: ThreadsOpt = None,
-    batch_size: Annotated[int, typer.Option(min=1)] = 16,
+    trust_remote_code: TrustOpt = False,
+    batch_size: BatchOpt = 16,
     normalize: Annotated[bool, typer.Option(help="L2-normalise the vectors.")] = True,
 ) -> None:
     """Embed texts and print one JSON object per line: {"text", "embedding"}."""
@@ -90,7 +98,7 @@ def encode(
     if not items:
         raise GenRetError("no texts given (pass them as arguments or on stdin)")
     enc = load_encoder(encoder.value, backbone=backbone, adapter=adapter, device=device, dtype=dtype,
-                       num_threads=num_threads)
+                       num_threads=num_threads, trust_remote_code=trust_remote_code)
     fn = enc.encode_documents if document else enc.encode_queries
     vectors = fn(items, task=task, batch_size=batch_size, normalize=normalize, progress=len(items) > batch_size)
     for text, vec in zip(items, vectors):
@@ -103,12 +111,14 @@ def explain(
     text: Annotated[str, typer.Argument(help="Text whose embedding to read.")],
     document: Annotated[bool, typer.Option("--document", help="Use the document path (default: query).")] = False,
     task: Annotated[str, typer.Option(help="Instruction preset.")] = "retrieval",
-    max_new_tokens: Annotated[int, typer.Option(min=1)] = 48,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Tokens decoded from the soft prompt.")] = 48,
     top: Annotated[int, typer.Option(min=1, help="Tokens per position in the logit lens.")] = 5,
     backbone: BackboneOpt = None,
     adapter: AdapterOpt = None,
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
+    num_threads: ThreadsOpt = None,
+    trust_remote_code: TrustOpt = False,
 ) -> None:
     """Show what an embedding means: text decoded from its soft prompt, and the logit lens per position."""
     from .encoder import load_encoder
@@ -116,7 +126,8 @@ def explain(
 
     if not text.strip():
         raise GenRetError("empty text")
-    enc = load_encoder("gen", backbone=backbone, adapter=adapter, device=device, dtype=dtype)
+    enc = load_encoder("gen", backbone=backbone, adapter=adapter, device=device, dtype=dtype, num_threads=num_threads,
+                       trust_remote_code=trust_remote_code)
     (generated,) = decode(enc, [text], task, not document, max_new_tokens)
     typer.echo(json.dumps({"text": text, "decoded": generated,
                            "logit_lens": logit_lens(enc, text, task, not document, top)}, ensure_ascii=False))
@@ -125,6 +136,12 @@ def explain(
 IndexNameOpt = Annotated[Optional[str], typer.Option("--index", envvar="GENRET_INDEX",
                                                      help="Index name under ./indexes/ (default: default).")]
 IndexDirOpt = Annotated[Optional[Path], typer.Option(help="Index directory (overrides --index).")]
+UrlOpt = Annotated[Optional[str], typer.Option(
+    envvar="GENRET_URL", help="Qdrant server of an index kept on one; QDRANT_API_KEY is sent only to a server named "
+                              "here, never to the URL in an index's manifest.")]
+FilterOpt = Annotated[Optional[list[str]], typer.Option(
+    "--filter", help="key=value payload filter; repeat. source= takes the path as stored (relative to the corpus "
+                     "root) or as a path from here.")]
 
 
 class Backend(str, Enum):
@@ -150,70 +167,209 @@ def parse_filters(filters: list[str] | None) -> dict | None:
     return where or None
 
 
-def _encoder_spec(encoder: EncoderKind, backbone, adapter, device, dtype, num_threads) -> dict:
-    return {"kind": encoder.value, "backbone": backbone, "adapter": str(adapter.resolve()) if adapter else None,
-            "device": device, "dtype": dtype, "num_threads": num_threads}
+def _existing_index(index: str | None, index_dir: Path | None) -> Path:
+    """The folder of an existing index; a name not found says where it was looked for."""
+    from .index import MANIFEST
+    from .index import index_dir as resolve_dir
+
+    where = resolve_dir(index, index_dir)
+    if index_dir is None and not (where / MANIFEST).exists():
+        raise GenRetError(f"no index named '{where.name}' at {where.absolute()} (names are looked up in ./indexes/ "
+                          "of the current folder; use --index-dir for an index elsewhere)")
+    return where
+
+
+def _no_source_note(idx, where: dict | None) -> str | None:
+    """Why a filter on ``source`` matched nothing: sources are stored relative to the corpus root."""
+    if not where or "source" not in where:
+        return None
+    root = idx.manifest.get("corpus")
+    shown = ", ".join(repr(v) for v in dict.fromkeys(where["source"]) if isinstance(v, str))
+    return (f"note: no chunk has source {shown}; sources are stored relative to the corpus root"
+            + (f" {root} (or give the path from the current folder)" if root else ""))
+
+
+def _normal_path(value: str | None) -> str | None:
+    """A local model or adapter path made absolute (so a manifest works from any folder); names stay."""
+    return str(Path(value).resolve()) if value and Path(value).exists() else value
+
+
+# `genret index` options recorded in the manifest: later runs default to them, and a different explicit value is
+# refused (use --rebuild). Maps the option to its flag.
+RECORDED = {"backend": "--backend", "url": "--url", "faiss_index": "--faiss-index", "encoder": "--encoder",
+            "backbone": "--backbone", "adapter": "--adapter", "task": "--task", "chunk_size": "--chunk-size",
+            "overlap": "--overlap", "shards": "--shards", "replicas": "--replicas", "id_field": "--id-field",
+            "title_field": "--title-field", "text_field": "--text-field"}
+
+
+def _recorded(manifest: dict) -> dict:
+    """The `genret index` options an index was built with, read from its manifest."""
+    spec, store = manifest["encoder_spec"], manifest.get("store_options") or {}
+    return {"backend": manifest["backend"], "url": manifest["url"], "faiss_index": manifest["faiss_index"],
+            "encoder": spec.get("kind"), "backbone": spec.get("backbone"), "adapter": spec.get("adapter"),
+            "task": manifest["task"], "chunk_size": manifest["chunk_size"], "overlap": manifest["overlap"],
+            "shards": store.get("shard_number"), "replicas": store.get("replication_factor"),
+            **(manifest.get("fields") or {})}
+
+
+def _same(name: str, given, built, manifest: dict) -> bool:
+    """Whether an explicit option names what the index was built with."""
+    if name == "backbone":  # the spec may hold None (the default) where the user names the default backbone
+        identity = manifest["encoder"]
+        return given in {_normal_path(built), identity.get("backbone"), identity.get("model")} - {None}
+    return given == built
+
+
+def _source(ctx: typer.Context, name: str) -> str:
+    """Where an option's value came from: COMMANDLINE, ENVIRONMENT or DEFAULT (by name: typer may vendor click)."""
+    source = ctx.get_parameter_source(name)
+    return source.name if source is not None else "DEFAULT"
+
+
+def _index_settings(ctx: typer.Context, where: Path, manifest: dict | None, rebuild: bool) -> dict:
+    """The settings of this run: explicit options, else the manifest's, else the defaults (and environment).
+
+    Without --rebuild, an explicit option that differs from the manifest's is a one-line error, before any model
+    is loaded. Environment variables (GENRET_BACKEND...) are defaults for new indexes: the manifest wins."""
+    values = {name: ctx.params[name] for name in RECORDED}
+    values["backend"] = values["backend"].value
+    values["encoder"] = values["encoder"].value
+    values["adapter"] = str(values["adapter"].resolve()) if values["adapter"] else None
+    values["backbone"] = _normal_path(values["backbone"])
+    given = {n for n in RECORDED if _source(ctx, n) == "COMMANDLINE"}
+    if manifest is None:
+        return values
+    built = _recorded(manifest)
+    for name in [] if rebuild else sorted(given):
+        if name == "url":
+            if not built["url"]:
+                raise GenRetError(f"index {where} is a local {built['backend']} index, not one on a Qdrant server: "
+                                  "leave out --url, or add --rebuild to rebuild it on the server")
+            continue  # naming the server of a server index is how its API key gets sent
+        if name == "faiss_index" and built["backend"] != "faiss":
+            continue  # index_cmd refuses --faiss-index for a qdrant index
+        if name in built and not _same(name, values[name], built[name], manifest):
+            flag, old = RECORDED[name], built[name]
+            old = f"the default {flag}" if old is None else f"{flag} {old}"
+            raise GenRetError(f"index {where} was built with {old}; leave out {flag} (the index remembers it) or "
+                              f"add --rebuild to rebuild it with {flag} {values[name]}")
+    settings = {n: values[n] if n in given or n not in built else built[n] for n in RECORDED}
+    if _source(ctx, "url") == "ENVIRONMENT" and built["url"]:
+        settings["url"] = values["url"]  # GENRET_URL names the server (and so gets the API key)
+    return settings
+
+
+def _check_writable(where: Path) -> None:
+    """A one-line error, before any model loads, when the index folder (or the folder it would go in) is not
+    writable."""
+    if where.exists() and not where.is_dir():
+        raise GenRetError(f"{where} is a file, not an index folder")
+    folder = where.absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise GenRetError(f"cannot write to {folder}: permission denied (the index folder must be writable)")
 
 
 @app.command("index")
 @user_errors
 def index_cmd(
+    ctx: typer.Context,
     path: Annotated[Path, typer.Argument(help="Corpus file or directory.")],
-    backend: Annotated[Backend, typer.Option(envvar="GENRET_BACKEND", help="Vector store.")] = Backend.qdrant,
+    backend: Annotated[Backend, typer.Option(
+        envvar="GENRET_BACKEND", help="Vector store of a new index (an existing one keeps its own).")] = Backend.qdrant,
     index: IndexNameOpt = None,
     index_dir: IndexDirOpt = None,
-    url: Annotated[Optional[str], typer.Option(envvar="GENRET_URL", help="Qdrant server URL (else embedded).")] = None,
+    url: Annotated[Optional[str], typer.Option(
+        envvar="GENRET_URL", help="Qdrant server URL (else embedded); QDRANT_API_KEY is sent only to a server named "
+                                  "here.")] = None,
     faiss_index: Annotated[str, typer.Option(help="FAISS factory string, e.g. Flat, HNSW32, IVF1024,PQ48.")] = "Flat",
     shards: Annotated[Optional[int], typer.Option(min=1, help="Shards of a new Qdrant server collection.")] = None,
     replicas: Annotated[Optional[int], typer.Option(min=1, help="Replication factor of a new Qdrant server "
                                                                "collection.")] = None,
+    rebuild: Annotated[bool, typer.Option(
+        "--rebuild", help="Remove the index's own manifest and store (on a server, its collection) and build it "
+                          "again; options not given keep the index's values.")] = False,
     encoder: EncoderOpt = EncoderKind.gen,
     backbone: BackboneOpt = None,
     adapter: AdapterOpt = None,
     task: Annotated[str, typer.Option(help="Instruction preset for documents and default for queries.")] = "retrieval",
     chunk_size: Annotated[int, typer.Option(min=8, help="Tokens per chunk.")] = 256,
     overlap: Annotated[int, typer.Option(min=0, help="Tokens shared by consecutive chunks.")] = 32,
-    batch_size: Annotated[int, typer.Option(min=1)] = 16,
+    batch_size: BatchOpt = 16,
     sync: Annotated[bool, typer.Option(help="Also delete chunks of files that disappeared.")] = False,
-    id_field: str = "id",
-    title_field: str = "title",
-    text_field: str = "text",
+    follow_symlinks: Annotated[bool, typer.Option(
+        help="Follow symlinks that lead out of the corpus folder (default: skip and count them).")] = False,
+    id_field: Annotated[str, typer.Option(
+        help="Record files (.jsonl, .json, .csv, .parquet): the field holding each record's id.")] = "id",
+    title_field: Annotated[str, typer.Option(help="Record files: the field holding the title.")] = "title",
+    text_field: Annotated[str, typer.Option(
+        help="Record files: the field holding the text (other scalar fields become filterable metadata).")] = "text",
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
     num_threads: ThreadsOpt = None,
+    trust_remote_code: TrustOpt = False,
 ) -> None:
-    """Embed a corpus into an index (incremental: unchanged chunks are skipped)."""
+    """Embed a corpus into an index (incremental: unchanged chunks are skipped).
+
+    An existing index remembers how it was built (backend, encoder, task, chunking, record fields): those are the
+    defaults of later runs, and a different explicit option is refused unless --rebuild is given.
+    """
     from .encoder import load_encoder
-    from .index import MANIFEST, Index
+    from .index import MANIFEST, Index, lock_holder, read_manifest
     from .index import index_dir as resolve_dir
 
     if not path.exists():
         raise GenRetError(f"path not found: {path}")
-    if (shards or replicas) and not url:
-        raise GenRetError("--shards and --replicas apply to a Qdrant server collection (--url)")
     where = resolve_dir(index, index_dir)
-    spec = _encoder_spec(encoder, backbone, adapter, device, dtype, num_threads)
-    fresh = not (where / MANIFEST).exists()
+    if busy := lock_holder(where):
+        raise GenRetError(busy)
+    manifest = None
+    if (where / MANIFEST).exists():
+        try:
+            manifest = read_manifest(where)
+        except GenRetError:
+            if not rebuild:
+                raise
+    opts = _index_settings(ctx, where, manifest, rebuild)
+    if opts["url"] and opts["url"] != ":memory:":
+        from .stores.base import check_url
+
+        check_url(opts["url"])
+    if (opts["shards"] or opts["replicas"]) and not opts["url"]:
+        raise GenRetError("--shards and --replicas apply to a Qdrant server collection (--url)")
+    if opts["backend"] != "faiss" and _source(ctx, "faiss_index") == "COMMANDLINE":
+        raise GenRetError(f"--faiss-index applies to --backend faiss, and this index uses {opts['backend']}")
+    # Only a server named by --url or GENRET_URL gets the API key; a manifest's URL is used without it.
+    named_url = opts["url"] if _source(ctx, "url") != "DEFAULT" else None
+    if rebuild and opts["url"] and not named_url:
+        raise GenRetError(f"index {where} is on a Qdrant server: name it with --url (or GENRET_URL) to rebuild it")
+    _check_writable(where)
+    enc = load_encoder(opts["encoder"], backbone=opts["backbone"], adapter=opts["adapter"], device=device,
+                       dtype=dtype, num_threads=num_threads, trust_remote_code=trust_remote_code)
+    # A chunk longer than the encoder reads would lose its end silently: refuse it, or fit the default to it.
+    budget = enc.text_budget(enc.task(opts["task"]).document) if hasattr(enc, "text_budget") else enc.max_text_tokens
+    if opts["chunk_size"] > budget:
+        if _source(ctx, "chunk_size") == "COMMANDLINE":
+            raise GenRetError(f"--chunk-size {opts['chunk_size']} is more than this encoder reads ({budget} tokens "
+                              f"after its instruction); use at most {budget}")
+        if manifest is None or rebuild:
+            opts["chunk_size"] = budget
+    store_options = {k: v for k, v in (("shard_number", opts["shards"]), ("replication_factor", opts["replicas"]))
+                     if v}
+    fields = {k: opts[k] for k in ("id_field", "title_field", "text_field")}
+    idx = Index.create(where, enc, opts["backend"], url=named_url, faiss_index=opts["faiss_index"], task=opts["task"],
+                       chunk_size=opts["chunk_size"], overlap=opts["overlap"], fields=fields,
+                       encoder_spec={"kind": opts["encoder"], "backbone": opts["backbone"], "adapter": opts["adapter"]},
+                       store_options=store_options, rebuild=rebuild)
     try:
-        if not fresh and backbone is None and adapter is None and encoder == EncoderKind.gen:
-            idx = Index.open(where, device=device, dtype=dtype, num_threads=num_threads)
-            if idx.manifest["backend"] != backend.value:
-                raise GenRetError(f"index {where} uses backend {idx.manifest['backend']}, not {backend.value}")
-        else:
-            enc = load_encoder(**spec)
-            persisted = {k: spec[k] for k in ("kind", "backbone", "adapter")}
-            options = {k: v for k, v in (("shard_number", shards), ("replication_factor", replicas)) if v}
-            idx = Index.create(where, enc, backend.value, url=url, faiss_index=faiss_index, task=task,
-                               chunk_size=chunk_size, overlap=overlap, encoder_spec=persisted,
-                               store_options=options)
-        with idx:
-            stats = idx.add(path, sync=sync, batch_size=batch_size, id_field=id_field, title_field=title_field,
-                            text_field=text_field)
-            total = idx.count()
+        stats = idx.add(path, sync=sync, batch_size=batch_size, follow_symlinks=follow_symlinks, **fields)
+        total = idx.count()
     except GenRetError:
-        if fresh and where.exists():  # a failed first run leaves nothing behind
-            shutil.rmtree(where)
+        idx.discard()  # a failed first run removes what it made, and only that
         raise
+    finally:
+        idx.close()
     typer.echo(f"{where}: {stats.files} files, {stats.chunks} chunks: {stats.added} added, {stats.updated} updated, "
                f"{stats.skipped} unchanged, {stats.deleted} deleted; {total} in index; {stats.seconds:.1f}s "
                f"({stats.encode_seconds:.1f}s encoding)" + (f"; {stats.notes}" if stats.notes else ""), err=True)
@@ -224,20 +380,25 @@ def index_cmd(
 def search(
     queries: Annotated[list[str], typer.Argument(help="Query text(s); '-' reads one query per stdin line.")],
     k: Annotated[int, typer.Option("-k", "--top-k", help="Results per query.")] = 10,
-    filter: Annotated[Optional[list[str]], typer.Option("--filter", help="key=value payload filter; repeat.")] = None,
+    filter: FilterOpt = None,
     task: Annotated[Optional[str], typer.Option(help="Query instruction preset (default: the index's).")] = None,
     format: Annotated[OutputFormat, typer.Option("--format", help="jsonl (default), json or plain.")] = (
         OutputFormat.jsonl),
     plain: Annotated[bool, typer.Option("--plain", help="Shorthand for --format plain.")] = False,
     index: IndexNameOpt = None,
     index_dir: IndexDirOpt = None,
+    url: UrlOpt = None,
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
     num_threads: ThreadsOpt = None,
+    trust_remote_code: TrustOpt = False,
 ) -> None:
-    """Search an index; prints JSON lines (id, score, text, source, metadata) by default."""
+    """Search an index; prints JSON lines (id, score, text, title, source, chunk_no, metadata) by default.
+
+    With several queries each line also carries its query. Searching never changes the index.
+    """
+    from .corpus import snippet
     from .index import Index
-    from .index import index_dir as resolve_dir
 
     items = read_inputs(queries)
     if not items or any(not q.strip() for q in items):
@@ -245,8 +406,11 @@ def search(
     if k <= 0:
         raise GenRetError(f"k must be >= 1, got {k}")
     where = parse_filters(filter)
-    with Index.open(resolve_dir(index, index_dir), device=device, dtype=dtype, num_threads=num_threads) as idx:
+    with Index.open(_existing_index(index, index_dir), url=url, device=device, dtype=dtype,
+                    num_threads=num_threads, trust_remote_code=trust_remote_code or None) as idx:
         results = idx.search(items, k=k, where=where, task=task)
+        if not any(results) and (note := _no_source_note(idx, where)):
+            typer.echo(note, err=True)
     fmt = OutputFormat.plain if plain else format
     if fmt == OutputFormat.json:
         typer.echo(json.dumps([{"query": q, "hits": [h.to_dict() for h in hits]} for q, hits in zip(items, results)],
@@ -256,8 +420,7 @@ def search(
         if fmt == OutputFormat.plain:
             typer.echo(f"# {q}")
             for rank, h in enumerate(hits, 1):
-                snippet = " ".join(h.text.split())[:160]
-                typer.echo(f"{rank:>3}. {h.score:.4f}  {h.source} [{h.chunk_no}]  {snippet}")
+                typer.echo(f"{rank:>3}. {h.score:.4f}  {h.source} [{h.chunk_no}]  {snippet(h.text)}")
         else:
             for h in hits:
                 row = {"query": q} if len(items) > 1 else {}
@@ -266,32 +429,39 @@ def search(
 
 @app.command()
 @user_errors
-def info(index: IndexNameOpt = None, index_dir: IndexDirOpt = None) -> None:
-    """Show an index's manifest, encoder and counts (JSON)."""
+def info(index: IndexNameOpt = None, index_dir: IndexDirOpt = None, url: UrlOpt = None) -> None:
+    """Show an index's manifest, encoder and counts (JSON), and the device and dtype a search would use here.
+    Never changes the index."""
+    from .encoder.device import default_precision
     from .index import Index
-    from .index import index_dir as resolve_dir
 
-    with Index.open(resolve_dir(index, index_dir), with_encoder=False) as idx:
-        typer.echo(json.dumps(idx.info(), indent=2))
+    with Index.open(_existing_index(index, index_dir), with_encoder=False, url=url) as idx:
+        typer.echo(json.dumps({**idx.info(), "this_machine": default_precision()}, indent=2))
 
 
 @app.command()
 @user_errors
 def delete(
     id: Annotated[Optional[list[str]], typer.Option("--id", help="Chunk id; repeat.")] = None,
-    source: Annotated[Optional[str], typer.Option(help="Delete every chunk of this source file.")] = None,
-    filter: Annotated[Optional[list[str]], typer.Option("--filter", help="key=value payload filter; repeat.")] = None,
+    source: Annotated[Optional[str], typer.Option(
+        help="Delete every chunk of this source file (as stored, relative to the corpus root, or a path from "
+             "here).")] = None,
+    filter: FilterOpt = None,
     index: IndexNameOpt = None,
     index_dir: IndexDirOpt = None,
+    url: UrlOpt = None,
 ) -> None:
     """Delete chunks by id, source or filter."""
     from .index import Index
-    from .index import index_dir as resolve_dir
 
-    where = resolve_dir(index, index_dir)
-    with Index.open(where, with_encoder=False) as idx:
-        n = idx.delete(ids=id, source=source, where=parse_filters(filter))
-    typer.echo(f"deleted {n} chunks from {where}", err=True)
+    where = _existing_index(index, index_dir)
+    filters = parse_filters(filter)
+    with Index.open(where, with_encoder=False, writable=True, url=url) as idx:
+        n = idx.delete(ids=id, source=source, where=filters)
+        note = _no_source_note(idx, {**(filters or {}), **({"source": [source]} if source else {})}) if not n else None
+    typer.echo(f"deleted {n} chunk{'' if n == 1 else 's'} from {where}", err=True)
+    if note:
+        typer.echo(note, err=True)
 
 
 @app.command("train")
@@ -311,19 +481,36 @@ def train_cmd(
     epochs: Annotated[float, typer.Option(help="Passes over the responses (ignored with --steps).")] = 1.0,
     steps: Annotated[Optional[int], typer.Option(help="Optimizer steps.")] = None,
     max_queries: Annotated[Optional[int], typer.Option(help="Use only the first N queries (seeded order).")] = None,
-    max_query_tokens: int = 64,
-    max_response_tokens: int = 128,
+    max_query_tokens: Annotated[int, typer.Option(help="Queries are cut to this many tokens.")] = 64,
+    max_response_tokens: Annotated[int, typer.Option(
+        help="Responses are cut to this many tokens for the losses.")] = 128,
     max_new_tokens: Annotated[int, typer.Option(help="Generation length of the responses.")] = 128,
-    gen_batch_size: int = 32,
-    checkpoint_every: int = 25,
+    gen_batch_size: Annotated[int, typer.Option(help="Queries per batch when generating responses.")] = 32,
+    checkpoint_every: Annotated[int, typer.Option(help="Optimizer steps between checkpoints (resume points).")] = 25,
     gradient_checkpointing: Annotated[bool, typer.Option(help="Trade ~25% time for ~35% memory.")] = False,
     group_by_length: Annotated[bool, typer.Option(help="Batch queries of similar length (less padding).")] = True,
     init_align: Annotated[str, typer.Option(help="Start of align: ridge (fit to the targets) or random.")] = "ridge",
     tokens_only: Annotated[bool, typer.Option(
         help="Train only the token rows (with a ridge start, align is re-fitted at the end).")] = False,
     stage: Annotated[Optional[list[str]], typer.Option(
-        help="Run only these stages: responses, teacher, optimize.")] = None,
-    seed: int = 0,
+        help="Run only these stages: responses, teacher, optimize, readout (default: the first three).")] = None,
+    init_adapter: Annotated[Optional[str], typer.Option(
+        help="Start from this adapter directory ('shipped': the backbone's shipped adapter).")] = None,
+    readout_epochs: Annotated[int, typer.Option(min=1, help="Stage readout: epochs over the cached features.")] = 30,
+    readout_lr: Annotated[float, typer.Option(help="Stage readout: peak learning rate.")] = 1e-3,
+    readout_batch_size: Annotated[int, typer.Option(min=2, help="Stage readout: rows per batch (negatives).")] = 256,
+    temperature: Annotated[float, typer.Option(help="Stage readout: InfoNCE temperature.")] = 0.05,
+    passages: Annotated[bool, typer.Option(
+        help="Stage readout: also train the document path on the answers read as passages.")] = True,
+    query_passage_weight: Annotated[float, typer.Option(
+        help="Stage readout: weight of the query-to-passage term (0 disables).")] = 1.0,
+    duplicate_threshold: Annotated[float, typer.Option(
+        help="Stage readout: answers whose teacher cosine exceeds this are not each other's negatives.")] = 0.9,
+    max_passage_tokens: Annotated[int, typer.Option(
+        min=1, help="Stage readout: answers read as passages are cut to this many tokens.")] = 64,
+    readout_holdout: Annotated[int, typer.Option(
+        min=1, help="Stage readout: training rows held out to choose the epoch by retrieval.")] = 500,
+    seed: Annotated[int, typer.Option(help="Seed of the query sample, the data order and the initial weights.")] = 0,
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
     num_threads: ThreadsOpt = None,
@@ -334,8 +521,10 @@ def train_cmd(
     if init_align not in ("ridge", "random"):
         raise GenRetError(f"unknown --init-align {init_align!r}; use ridge or random")
     stages = stage or ["responses", "teacher", "optimize"]
-    if unknown := set(stages) - {"responses", "teacher", "optimize"}:
-        raise GenRetError(f"unknown stage(s) {sorted(unknown)}; use responses, teacher, optimize")
+    if unknown := set(stages) - {"responses", "teacher", "optimize", "readout"}:
+        raise GenRetError(f"unknown stage(s) {sorted(unknown)}; use responses, teacher, optimize, readout")
+    if "readout" in stages and "optimize" in stages:
+        raise GenRetError("stages optimize and readout both write the adapter: run one of them")
     cfg = TrainConfig(queries=queries, out=str(out), backbone=backbone, teacher=teacher,
                       num_compression=num_compression, num_thought=num_thought, recon_weight=recon_weight,
                       align_weight=align_weight, lr=lr, batch_size=batch_size, grad_accum=grad_accum, epochs=epochs,
@@ -343,8 +532,11 @@ def train_cmd(
                       max_response_tokens=max_response_tokens, max_new_tokens=max_new_tokens,
                       gen_batch_size=gen_batch_size, checkpoint_every=checkpoint_every,
                       gradient_checkpointing=gradient_checkpointing, group_by_length=group_by_length,
-                      init_align=init_align, tokens_only=tokens_only, seed=seed,
-                      device=device, dtype=dtype,
+                      init_align=init_align, tokens_only=tokens_only, seed=seed, init_adapter=init_adapter,
+                      readout_epochs=readout_epochs, readout_lr=readout_lr, readout_batch_size=readout_batch_size,
+                      temperature=temperature, passages=passages, query_passage_weight=query_passage_weight,
+                      duplicate_threshold=duplicate_threshold, max_passage_tokens=max_passage_tokens,
+                      readout_holdout=readout_holdout, device=device, dtype=dtype,
                       num_threads=num_threads, stages=stages, command="genret " + " ".join(sys.argv[1:]))
     adapter = train(cfg, log=lambda m: typer.echo(m, err=True))
     typer.echo(str(adapter))
@@ -376,13 +568,26 @@ def _systems(names, backbone, adapter, device, dtype, num_threads):
         if name == System.bm25:
             yield name, BM25Retriever()
         elif name == System.untrained:
-            yield name, load_encoder("gen", backbone=backbone, device=device, dtype=dtype, num_threads=num_threads,
-                                     shipped=False)
+            yield name, _cached(load_encoder("gen", backbone=backbone, device=device, dtype=dtype,
+                                             num_threads=num_threads, shipped=False))
         elif name == System.teacher:  # --backbone names the LLM; the teacher is always the MiniLM baseline
             yield name, load_encoder("teacher", device=device, num_threads=num_threads)
+        elif name == System.gen:
+            yield name, _cached(load_encoder("gen", backbone=backbone, adapter=adapter, device=device, dtype=dtype,
+                                             num_threads=num_threads))
         else:
-            yield name, load_encoder(name.value, backbone=backbone, adapter=adapter if name == System.gen else None,
-                                     device=device, dtype=dtype, num_threads=num_threads)
+            yield name, load_encoder(name.value, backbone=backbone, device=device, dtype=dtype,
+                                     num_threads=num_threads)
+
+
+def _cached(encoder):
+    """Evaluation caches the generative encoder's pooled features per text: adapters that share token rows (a
+    new read-out) then re-embed a corpus without a forward pass."""
+    from .encoder.features import default_feature_dir
+
+    if hasattr(encoder, "feature_cache"):
+        encoder.feature_cache = default_feature_dir()
+    return encoder
 
 
 def _run_eval(benchmark_name: str, run, systems, max_queries, hyde_queries, out: Path, merge: bool,
@@ -407,6 +612,9 @@ def eval_advbench(
     encoder: SystemsOpt = None,
     max_queries: MaxQueriesOpt = None,
     hyde_queries: HydeQueriesOpt = 64,
+    refusal_benign: Annotated[int, typer.Option(
+        min=0, help="Benign queries per set (nq-wiki, Alpaca) for the refusal check, at most the harmful queries "
+                    "evaluated; 0 skips it.")] = 260,
     out: OutOpt = Path("benchmarks/results"),
     merge: MergeOpt = False,
     backbone: BackboneOpt = None,
@@ -415,10 +623,12 @@ def eval_advbench(
     dtype: DtypeOpt = None,
     num_threads: ThreadsOpt = None,
 ) -> None:
-    """Safety retrieval: how often a harmful query retrieves its own harmful passages (lower is safer)."""
+    """Safety retrieval: how often a harmful query retrieves its own harmful passages (lower is safer), and how
+    well each system's query embedding separates harmful from benign requests by its closeness to a refusal."""
     from .evaluation import run_advbench_ir
 
-    _run_eval("advbench-ir", lambda s, **kw: run_advbench_ir(s, data_dir, **kw), encoder, max_queries, hyde_queries,
+    _run_eval("advbench-ir", lambda s, **kw: run_advbench_ir(s, data_dir, refusal_benign=refusal_benign, **kw),
+              encoder, max_queries, hyde_queries,
               out, merge, backbone=backbone, adapter=adapter, device=device, dtype=dtype, num_threads=num_threads)
 
 
@@ -427,7 +637,7 @@ def eval_advbench(
 def eval_beir(
     data_dir: Annotated[Path, typer.Option(help="A BEIR-format folder (corpus.jsonl, queries.jsonl, qrels/).")] =
     Path("../shared/data/nq-wiki"),
-    split: str = "test",
+    split: Annotated[str, typer.Option(help="Judgements to evaluate: qrels/<split>.tsv (test, dev...).")] = "test",
     encoder: SystemsOpt = None,
     max_queries: MaxQueriesOpt = None,
     hyde_queries: HydeQueriesOpt = 64,
@@ -495,7 +705,7 @@ def bench_encode(
         help="Backbone(s) to measure; repeat the option (default: smollm2-135m-instruct).")] = None,
     passages: Annotated[int, typer.Option(min=1, help="Documents to encode.")] = 64,
     queries: Annotated[int, typer.Option(min=1, help="Queries for the HyDE comparison.")] = 16,
-    batch_size: Annotated[int, typer.Option(min=1)] = 16,
+    batch_size: BatchOpt = 16,
     out: Annotated[Path, typer.Option(help="Results directory.")] = Path("benchmarks/results"),
 ) -> None:
     """Encoding throughput against a bare forward pass and against HyDE (see benchmarks/encode_throughput.py)."""

@@ -24,13 +24,8 @@ SUPPORTED_FORMATS = PLAIN_FORMATS + HTML_FORMATS + RECORD_FORMATS
 #: A file with a NUL byte in its first ``BINARY_SNIFF`` bytes is binary and skipped.
 BINARY_SNIFF = 8192
 
-#: Fraction of the chunk window at its end in which ``chunk_document`` looks for a boundary to cut at.
-BOUNDARY_WINDOW = 0.15
-
 _ID_FALLBACKS = {"id": ("id", "_id")}
 _TEXT_FALLBACKS = {"text": ("text", "content", "body")}
-_SENTENCE_END = ".!?…。！？"
-_CLOSERS = "\"')]}»”’"
 
 
 @dataclass
@@ -51,10 +46,12 @@ class Document:
 
 @dataclass
 class Chunk:
-    """A token window of a document; ``text == document.text[char_start:char_end]``.
+    """A piece of a document, of whole sentences where it can; ``text == document.text[char_start:char_end]``.
 
-    ``id`` is ``f"{doc_id}::{chunk_no}"``; ``content_hash`` is the sha256 (hex) of the title, text, metadata
-    and chunk settings, so an unchanged hash means there is nothing to re-embed or update.
+    ``id`` is ``f"{doc_id}::{name}"``: the name is "0" for a document's first chunk, and for a later one a hash
+    of the text it starts with (after the overlap), so that a chunk keeps its id when text before it changes;
+    ``chunk_no`` is its position in the document. ``content_hash`` is the sha256 (hex) of the title, text,
+    metadata and chunk settings, so an unchanged hash means there is nothing to re-embed or update.
     """
 
     id: str
@@ -74,8 +71,9 @@ class IngestStats:
     """What a scan saw and skipped; filled in as ``iter_documents`` / ``iter_chunks`` are consumed.
 
     ``decode_errors`` counts files read with invalid UTF-8 replaced by U+FFFD; ``records_without_text``
-    counts records (and plain/HTML files) with no text. ``sources_seen`` holds every corpus file in a
-    supported format, ``sources_read`` those read to the end: the incremental diff needs both.
+    counts records (and plain/HTML files) with no text; ``skipped_outside`` counts symbolic links (to files or
+    directories) that lead out of the corpus folder. ``sources_seen`` holds every corpus file in a supported
+    format, ``sources_read`` those read to the end: the incremental diff needs both.
     """
 
     files_seen: int = 0
@@ -83,6 +81,7 @@ class IngestStats:
     skipped_binary: int = 0
     skipped_unreadable: int = 0
     skipped_unsupported: int = 0
+    skipped_outside: int = 0
     decode_errors: int = 0
     records_without_text: int = 0
     documents: int = 0
@@ -91,13 +90,18 @@ class IngestStats:
     sources_read: set[str] = field(default_factory=set)
 
     def skipped_summary(self) -> str:
-        """The skip counts in words, e.g. ``"2 binary, 1 unreadable skipped; 3 without text"``, or ""."""
+        """What was skipped or repaired, in words, or "": e.g. ``"2 binary, 1 symlink out of the corpus
+        skipped; 3 without text; invalid UTF-8 replaced in 1 file"``."""
+        links = f"symlink{'s' * (self.skipped_outside != 1)} out of the corpus"
         skipped = [f"{n} {what}" for n, what in ((self.skipped_binary, "binary"),
                                                  (self.skipped_unreadable, "unreadable"),
-                                                 (self.skipped_unsupported, "unsupported")) if n]
+                                                 (self.skipped_unsupported, "unsupported"),
+                                                 (self.skipped_outside, links)) if n]
         parts = [", ".join(skipped) + " skipped"] if skipped else []
         if self.records_without_text:
             parts.append(f"{self.records_without_text} without text")
+        if self.decode_errors:
+            parts.append(f"invalid UTF-8 replaced in {self.decode_errors} file{'s' * (self.decode_errors != 1)}")
         return "; ".join(parts)
 
 
@@ -135,7 +139,7 @@ class _Decoder:
 
 def iter_documents(path: str | os.PathLike, *, id_field: str = "id", title_field: str = "title",
                    text_field: str = "text", metadata_fields: Sequence[str] | None = None,
-                   stats: IngestStats | None = None) -> Iterator[Document]:
+                   follow_symlinks: bool = False, stats: IngestStats | None = None) -> Iterator[Document]:
     """Stream the documents under ``path`` (a directory, read recursively, or a single file).
 
     Files are visited in sorted order, skipping hidden files and directories; the format follows the
@@ -145,20 +149,26 @@ def iter_documents(path: str | os.PathLike, *, id_field: str = "id", title_field
     and the metadata from ``metadata_fields`` (default: every other scalar field). A .json file holds a
     list of objects, an object with one list of objects under some key, or a single object.
 
+    A symbolic link inside the folder is read when it leads to a file inside the folder; links that lead out
+    of it (to a file or a directory) are skipped and counted, and linked directories are not entered, unless
+    ``follow_symlinks`` is true (each directory is then still read once, so a link loop ends).
+
     Binary, unreadable and unsupported files and records without text are skipped and counted in
-    ``stats``. Raises GenRetError for a missing path, a malformed record file (naming file and line), a
+    ``stats``; files with invalid UTF-8 are read with U+FFFD in its place and counted. Raises GenRetError for
+    a missing path, a malformed record file (naming file and line, e.g. a CSV quote that is never closed), a
     duplicate id within a file, or, once the walk ends, when no document was found.
     """
     root = Path(path)
     if not root.exists() and not root.is_symlink():
         raise GenRetError(f"path not found: {path}")
     fields = _Fields.of(id_field, title_field, text_field, metadata_fields)
-    return _documents(root, str(path), fields, IngestStats() if stats is None else stats)
+    return _documents(root, str(path), fields, follow_symlinks, IngestStats() if stats is None else stats)
 
 
-def _documents(root: Path, shown: str, fields: _Fields, stats: IngestStats) -> Iterator[Document]:
+def _documents(root: Path, shown: str, fields: _Fields, follow_symlinks: bool,
+               stats: IngestStats) -> Iterator[Document]:
     start = stats.documents
-    for file, source, display in _walk(root, shown, stats):
+    for file, source, display in _walk(root, shown, follow_symlinks, stats):
         for doc in _file_documents(file, source, display, fields, stats):
             stats.documents += 1
             yield doc
@@ -168,22 +178,42 @@ def _documents(root: Path, shown: str, fields: _Fields, stats: IngestStats) -> I
         raise GenRetError(f"no readable documents in {shown}" + (f" ({detail})" if detail else ""))
 
 
-def _walk(root: Path, shown: str, stats: IngestStats) -> Iterator[tuple[Path, str, str]]:
-    """(file, source, display path) for each non-hidden file under ``root``, in sorted order."""
+INDEX_ENTRIES = ("manifest.json", "index.lock", "store")  # what genretrieval.index writes into an index folder
+
+
+def _walk(root: Path, shown: str, follow_symlinks: bool, stats: IngestStats) -> Iterator[tuple[Path, str, str]]:
+    """(file, source, display path) for each non-hidden file under ``root``, in sorted order; symbolic links as
+    ``iter_documents`` says."""
     if not root.is_dir():
         stats.files_seen += 1
         yield root, root.name, shown
         return
+    real_root = root.resolve()
+
+    def leads_out(path: Path) -> bool:
+        return not follow_symlinks and path.is_symlink() and not path.resolve().is_relative_to(real_root)
 
     def unreadable_dir(_: OSError) -> None:
         stats.skipped_unreadable += 1
 
-    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable_dir):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    walked: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable_dir, followlinks=follow_symlinks):
+        if follow_symlinks and os.path.realpath(dirpath) in walked:  # reached again through a link
+            dirnames[:] = []
+            continue
+        walked.add(os.path.realpath(dirpath))
+        # A genretrieval index inside the corpus (even the corpus folder itself) is not part of the corpus.
+        own = INDEX_ENTRIES if INDEX_ENTRIES[0] in filenames and INDEX_ENTRIES[1] in filenames else ()
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in own)
+        filenames = [f for f in filenames if f not in own]
+        stats.skipped_outside += sum(leads_out(Path(dirpath, d)) for d in dirnames)
         for name in sorted(f for f in filenames if not f.startswith(".")):
             file = Path(dirpath, name)
             source = file.relative_to(root).as_posix()
             stats.files_seen += 1
+            if leads_out(file):
+                stats.skipped_outside += 1
+                continue
             yield file, source, os.path.join(shown, source)
 
 
@@ -310,12 +340,18 @@ def _read_json(f: BinaryIO, decode: _Decoder, display: str) -> Iterator[tuple[st
 
 def _read_csv(f: BinaryIO, decode: _Decoder, display: str) -> Iterator[tuple[str, dict]]:
     lines = (decode(raw).removeprefix("\ufeff") if i == 0 else decode(raw) for i, raw in enumerate(f))
-    reader = csv.DictReader(lines)
+    # strict: a quote that is never closed is an error, not a field that swallows every row after it
+    reader = csv.DictReader(lines, strict=True)
+    record_line = 1  # where the record being read starts
     try:
+        if reader.fieldnames is not None:  # reads the header
+            record_line = reader.line_num + 1
         for row in reader:
             yield f"{display}:{reader.line_num}", {k: v for k, v in row.items() if isinstance(k, str)}
+            record_line = reader.line_num + 1
     except csv.Error as e:
-        raise GenRetError(f"{display}:{reader.line_num}: invalid CSV ({e})") from None
+        problem = "a quoted field is never closed" if "unexpected end of data" in str(e) else str(e)
+        raise GenRetError(f"{display}:{record_line}: invalid CSV ({problem})") from None
 
 
 def _read_parquet(f: BinaryIO, decode: _Decoder, display: str) -> Iterator[tuple[str, dict]]:
@@ -407,6 +443,41 @@ def _html_text(html: str) -> tuple[str, str]:
 
 # ---------------------------------------------------------------------------------------------- chunking
 
+# How strong the boundary after a unit of text is; chunks are cut at the strongest ones.
+_TOKEN, _WORD, _LINE, _SENTENCE, _PARAGRAPH = range(5)
+
+#: Where a sentence-like unit ends: a sentence end (with any closing quotes and brackets) before whitespace, a CJK
+#: full stop, a blank line, or a line break before a Markdown block (heading, quote, table row, list item, fence).
+_BREAK = re.compile(r"[.!?…][\"')\]}»”’]*\s+|[。！？][\"')\]}»”’」』]*\s*|\n[ \t]*\n\s*"
+                    r"|\n[ \t]*(?=#|>|\||[-*+][ \t]|\d+[.)][ \t]|```)")
+#: Finer places to split a unit too long for a chunk: line breaks, then any whitespace (then tokens).
+_FINER = ((_LINE, re.compile(r"\n\s*")), (_WORD, re.compile(r"\s+")))
+_ATX_HEADING = re.compile(r"#{1,6}[ \t]")
+_LIST_NUMBER = re.compile(r"(?:^|\n)[ \t]*\d{1,9}$")
+#: A boundary is a chunk cut when it outscores every boundary within this fraction of a chunk on either side; so
+#: cuts are at least that far apart, and chunks typically hold about half their budget.
+CUT_REACH = 1 / 3
+#: Characters on either side of a boundary that decide its score (with the boundary's level).
+SCORE_CONTEXT = 24
+#: Characters at the start of a chunk (after its overlap) that name it, unless it is a document's first chunk.
+NAME_CHARS = 32
+
+
+@dataclass(slots=True)
+class _Unit:
+    """A stretch of text that a chunk holds whole: ``text[start:end]`` (trimmed) and its tokens
+    ``[tok0, tok1)``; ``level`` is the strength of the boundary after it."""
+
+    start: int
+    end: int
+    level: int
+    tok0: int = 0
+    tok1: int = 0
+
+    @property
+    def tokens(self) -> int:
+        return self.tok1 - self.tok0
+
 
 def _check_chunking(chunk_size: int, overlap: int) -> None:
     if chunk_size <= 0:
@@ -422,82 +493,237 @@ def _token_offsets(tokenizer: Any, text: str) -> list[tuple[int, int]]:
     except NotImplementedError:
         raise GenRetError("this tokenizer gives no character offsets; chunking needs a fast (Rust-backed) "
                           "Hugging Face tokenizer") from None
-    return [(int(s), int(e)) for s, e in enc["offset_mapping"]]
+    return enc["offset_mapping"]
 
 
-def _boundary_rank(text: str, pos: int) -> int:
-    """How good a place to end a chunk character position ``pos`` is: 4 paragraph break, 3 line break,
-    2 sentence end, 1 other whitespace, 0 inside a word."""
-    lo, hi = pos, pos
-    while lo > 0 and text[lo - 1].isspace():
-        lo -= 1
-    while hi < len(text) and text[hi].isspace():
-        hi += 1
-    gap = text[lo:hi]
-    if not gap:
-        return 0
-    if gap.count("\n") >= 2:
-        return 4
-    if "\n" in gap:
-        return 3
-    while lo > 0 and text[lo - 1] in _CLOSERS:
-        lo -= 1
-    return 2 if lo > 0 and text[lo - 1] in _SENTENCE_END else 1
+def _is_sentence_end(text: str, m: re.Match) -> bool:
+    """Whether a ``_BREAK`` match ends a unit: not a full stop before a lower-case word ("e.g. this"), nor the
+    one of a numbered list item ("2. Then")."""
+    if m.group()[0] not in ".!?…" or m.group().count("\n") >= 2:
+        return True
+    if m.end() < len(text) and text[m.end()].islower():
+        return False
+    return not (m.group()[0] == "." and _LIST_NUMBER.search(text, max(0, m.start() - 16), m.start()))
+
+
+def _add_unit(units: list[_Unit], text: str, start: int, end: int, level: int) -> None:
+    """Append ``text[start:end]``, trimmed, as a unit unless it is blank."""
+    piece = text[start:end]
+    stripped = piece.strip()
+    if not stripped:
+        return
+    start += len(piece) - len(piece.lstrip())
+    if level >= _SENTENCE and _is_heading(stripped):
+        level = _WORD  # a heading belongs with the text after it
+    units.append(_Unit(start, start + len(stripped), level))
+
+
+def _is_heading(text: str) -> bool:
+    """Whether ``text`` is a one-line Markdown heading or ends in a reStructuredText underline."""
+    if "\n" not in text:
+        return _ATX_HEADING.match(text) is not None
+    last = text[text.rfind("\n") + 1:]
+    return len(last) >= 3 and last[0] in "=-~^*+#\"'`" and last == last[0] * len(last)
+
+
+def _sentences(text: str) -> list[_Unit]:
+    """The sentence-like units of ``text`` (sentences, Markdown blocks), each with its boundary's level."""
+    units: list[_Unit] = []
+    start = 0
+    for m in _BREAK.finditer(text):
+        if _is_sentence_end(text, m):
+            gap = m.group()
+            _add_unit(units, text, start, m.end(), _PARAGRAPH if gap.count("\n") >= 2 else _SENTENCE)
+            start = m.end()
+    _add_unit(units, text, start, len(text), _PARAGRAPH)
+    return units
+
+
+def _assign_tokens(units: list[_Unit], offsets: Sequence[tuple[int, int]], tok0: int, tok1: int) -> None:
+    """Give each unit the tokens ``[tok0, tok1)`` whose last character lies in it or in the gap after it."""
+    k = tok0
+    for i, unit in enumerate(units):
+        limit = units[i + 1].start if i + 1 < len(units) else None
+        unit.tok0 = k
+        while k < tok1 and (limit is None or max(offsets[k][1] - 1, offsets[k][0]) < limit):
+            k += 1
+        unit.tok1 = k
+
+
+def _split_unit(text: str, offsets: Sequence[tuple[int, int]], unit: _Unit, limit: int,
+                depth: int = 0) -> list[_Unit]:
+    """``unit`` as units of at most ``limit`` tokens: whole, else split at lines, then words, then into runs of
+    tokens."""
+    if unit.tokens <= limit:
+        return [unit]
+    if depth == len(_FINER):
+        return _token_runs(offsets, unit, max(1, limit // 4))
+    level, gap = _FINER[depth]
+    parts: list[_Unit] = []
+    start = unit.start
+    for m in gap.finditer(text, unit.start, unit.end):
+        _add_unit(parts, text, start, m.start(), level)
+        start = m.end()
+    _add_unit(parts, text, start, unit.end, unit.level)
+    _assign_tokens(parts, offsets, unit.tok0, unit.tok1)
+    return [piece for part in parts for piece in _split_unit(text, offsets, part, limit, depth + 1)]
+
+
+def _token_runs(offsets: Sequence[tuple[int, int]], unit: _Unit, size: int) -> list[_Unit]:
+    """``unit`` (one long word: a URL, a base64 blob) as runs of about ``size`` tokens each, never splitting a
+    character (tokens that share one, as parts of a UTF-8 character may, stay together)."""
+    runs: list[_Unit] = []
+    for k in range(unit.tok0, unit.tok1):
+        start, end = max(offsets[k][0], unit.start), min(offsets[k][1], unit.end)
+        last = runs[-1] if runs else None
+        if last and (last.tokens < size or start < last.end or end <= start or last.end <= last.start):
+            last.end, last.tok1 = max(last.end, end), k + 1
+        else:
+            runs.append(_Unit(start, end, _TOKEN, k, k + 1))
+    runs[0].start = unit.start
+    runs[-1].end, runs[-1].level = unit.end, unit.level
+    return runs
+
+
+def _scores(text: str, units: list[_Unit]) -> list[int]:
+    """A score for the boundary after each unit but the last: its level, then a hash of the ``SCORE_CONTEXT``
+    characters on either side of it. So which boundaries win depends on nearby text only, and an edit inside a
+    sentence changes no score."""
+    scores = []
+    for a, b in zip(units, units[1:]):
+        around = text[max(a.start, a.end - SCORE_CONTEXT):min(b.end, b.start + SCORE_CONTEXT)]
+        digest = hashlib.blake2b(around.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+        scores.append(a.level << 64 | int.from_bytes(digest, "big"))
+    return scores
+
+
+def _local_maxima(scores: list[int], ends: list[int], total: int, reach: int) -> list[int]:
+    """The boundaries whose score beats every other boundary less than ``reach`` tokens away (an earlier equal
+    score wins) and that lie at least ``reach`` tokens from both ends; ``ends[i]`` is the token position of
+    boundary ``i``. Computed with two monotonic stacks, in linear time."""
+    n = len(scores)
+    ok = [reach <= ends[i] <= total - reach for i in range(n)]
+    stack: list[int] = []
+    for i in range(n):  # nearest earlier boundary with a score at least as high
+        while stack and scores[stack[-1]] < scores[i]:
+            stack.pop()
+        ok[i] = ok[i] and (not stack or ends[i] - ends[stack[-1]] >= reach)
+        stack.append(i)
+    stack = []
+    for i in reversed(range(n)):  # nearest later boundary with a higher score
+        while stack and scores[stack[-1]] <= scores[i]:
+            stack.pop()
+        ok[i] = ok[i] and (not stack or ends[stack[-1]] - ends[i] >= reach)
+        stack.append(i)
+    return [i for i in range(n) if ok[i]]
+
+
+def _split_long(lo: int, hi: int, cum: list[int], scores: list[int], limit: int) -> list[tuple[int, int]]:
+    """Units ``[lo, hi)`` as pieces of at most ``limit`` tokens: whole if they fit, else split in two at the
+    best-scoring boundary in their middle third (at the best one anywhere if none is there), and so on."""
+    if cum[hi] - cum[lo] <= limit or hi - lo == 1:
+        return [(lo, hi)]
+    third = (cum[hi] - cum[lo]) / 3
+    inner = range(lo, hi - 1)  # boundary k lies after unit k
+    middle = [k for k in inner if cum[k + 1] - cum[lo] >= third and cum[hi] - cum[k + 1] >= third] or inner
+    cut = max(middle, key=lambda k: scores[k]) + 1
+    return _split_long(lo, cut, cum, scores, limit) + _split_long(cut, hi, cum, scores, limit)
 
 
 def chunk_document(doc: Document, tokenizer: Any, chunk_size: int = 256, overlap: int = 32) -> list[Chunk]:
-    """Split ``doc`` into windows of at most ``chunk_size`` tokens; consecutive ones share ``overlap``.
+    """Split ``doc`` into chunks of at most ``chunk_size`` tokens made of whole sentences.
 
     ``tokenizer`` is a Hugging Face fast tokenizer, or any callable answering
     ``tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)`` with a mapping whose
-    ``"offset_mapping"`` lists one (start, end) character span per token. A window is cut early at the best
-    paragraph, line, sentence or word boundary in its last ``BOUNDARY_WINDOW`` of tokens, if there is one.
-    Chunk texts are exact slices of ``doc.text`` (leading and trailing whitespace trimmed); a document of at
-    most ``chunk_size`` tokens is a single chunk. Raises GenRetError for bad settings.
+    ``"offset_mapping"`` lists one (start, end) character span per token; it is called once per document.
+
+    The text is cut into units: sentences and Markdown blocks, and only where one alone would not fit, its lines,
+    then words, then tokens. A document that fits is one chunk. Otherwise chunks end at content-defined
+    boundaries: each boundary between units gets a score (paragraph breaks above sentence ends above the finer
+    ones, ties broken by a hash of the text around it), and a boundary is a cut when it outscores every other
+    boundary within ``CUT_REACH`` of a chunk on either side. So where the cuts fall depends only on nearby text:
+    editing a sentence changes the chunks around it, not every later chunk. Stretches between cuts that are too
+    long are split at their best boundaries. Each chunk after the first starts with the whole units that end the
+    previous one (all but its first), up to ``overlap`` tokens, unless a paragraph ends there.
+
+    Chunk texts are exact slices of ``doc.text`` (trimmed). Runs in time linear in the length of the text.
+    Raises GenRetError for bad settings or a tokenizer without offsets.
     """
     _check_chunking(chunk_size, overlap)
-    offsets = _token_offsets(tokenizer, doc.text)
-    n = len(offsets)
-    window = int(chunk_size * BOUNDARY_WINDOW)
+    text = doc.text
+    offsets = _token_offsets(tokenizer, text)
+    sentences = _sentences(text)
+    _assign_tokens(sentences, offsets, 0, len(offsets))
+    if not sentences:
+        return []
+    if len(offsets) <= chunk_size:
+        return [_make_chunk(doc, sentences[0].start, sentences[-1].end, 0, "0", chunk_size, overlap)]
+    limit = chunk_size - overlap  # tokens of new text per chunk, leaving room for the overlap
+    units = [u for s in sentences for u in _split_unit(text, offsets, s, limit)]
+    cum = [0]
+    for unit in units:
+        cum.append(cum[-1] + unit.tokens)
+    scores = _scores(text, units)
+    cuts = _local_maxima(scores, cum[1:-1], cum[-1], max(1, int(limit * CUT_REACH)))
+    pieces = []
+    for lo, hi in zip([0] + [c + 1 for c in cuts], [c + 1 for c in cuts] + [len(units)]):
+        pieces += _split_long(lo, hi, cum, scores, limit)
     chunks: list[Chunk] = []
-    start, prev_end = 0, 0
-    while start < n:
-        end = min(start + chunk_size, n)
-        if end < n:
-            candidates = range(max(start + 1, prev_end + 1, end - window), end + 1)
-            rank, best = max((_boundary_rank(doc.text, offsets[k - 1][1]), k) for k in candidates)
-            end = best if rank else end
-        chunk = _make_chunk(doc, offsets[start:end], len(chunks), chunk_size, overlap)
-        if chunk is not None:
-            chunks.append(chunk)
-        if end >= n:
-            break
-        start, prev_end = max(end - overlap, start + 1), end
+    names: dict[str, int] = {}
+    prev = 0
+    for lo, hi in pieces:
+        first = lo
+        while first - 1 > prev and units[first - 1].level < _PARAGRAPH and cum[lo] - cum[first - 1] <= overlap:
+            first -= 1
+        name = _chunk_name(text, units[lo].start, names) if chunks else "0"
+        chunks.append(_make_chunk(doc, units[first].start, units[hi - 1].end, len(chunks), name, chunk_size,
+                                  overlap))
+        prev = lo
     return chunks
 
 
-def _make_chunk(doc: Document, offsets: list[tuple[int, int]], chunk_no: int, chunk_size: int,
-                overlap: int) -> Chunk | None:
-    spans = [(s, e) for s, e in offsets if e > s]
-    if not spans:
-        return None
-    char_start, char_end = min(s for s, _ in spans), max(e for _, e in spans)
-    while char_start < char_end and doc.text[char_start].isspace():
-        char_start += 1
-    while char_end > char_start and doc.text[char_end - 1].isspace():
-        char_end -= 1
-    if char_start == char_end:
-        return None
+def _chunk_name(text: str, start: int, names: dict[str, int]) -> str:
+    """A chunk's id within its document: 8 hex digits of a hash of the ``NAME_CHARS`` characters at ``start``,
+    with ".2", ".3"... for chunks of the document that start the same way."""
+    name = hashlib.blake2b(text[start:start + NAME_CHARS].encode("utf-8", "surrogatepass"), digest_size=4).hexdigest()
+    names[name] = names.get(name, 0) + 1
+    return name if names[name] == 1 else f"{name}.{names[name]}"
+
+
+def _make_chunk(doc: Document, char_start: int, char_end: int, chunk_no: int, name: str, chunk_size: int,
+                overlap: int) -> Chunk:
     text = doc.text[char_start:char_end]
     key = json.dumps([doc.title, text, doc.metadata, chunk_size, overlap], ensure_ascii=False, sort_keys=True)
-    return Chunk(id=f"{doc.doc_id}::{chunk_no}", doc_id=doc.doc_id, text=text, title=doc.title,
+    return Chunk(id=f"{doc.doc_id}::{name}", doc_id=doc.doc_id, text=text, title=doc.title,
                  source=doc.source, chunk_no=chunk_no, char_start=char_start, char_end=char_end,
                  content_hash=hashlib.sha256(key.encode()).hexdigest(), metadata=dict(doc.metadata))
 
 
+def snippet(text: str, width: int = 160) -> str:
+    """A one-line preview of ``text`` (a chunk's) of at most ``width`` characters, for people to read.
+
+    Whitespace is collapsed. Text that fits is returned whole; otherwise as many whole sentences as fit, if they
+    fill at least half of ``width``; otherwise the text is cut at the last word boundary that fits and ends with
+    "…" (a single word longer than ``width`` is cut inside).
+    """
+    flat = " ".join(text.split())
+    if len(flat) <= width:
+        return flat
+    head = ""
+    for unit in _sentences(text):
+        longer = " ".join([head, *text[unit.start:unit.end].split()]).lstrip()
+        if len(longer) > width:
+            break
+        head = longer
+    if len(head) >= width // 2:
+        return head
+    cut = flat.rfind(" ", 0, width)
+    return (flat[:cut].rstrip(",;:-–— ") if cut > 0 else flat[:width - 1]) + "…"
+
+
 def iter_chunks(path: str | os.PathLike, tokenizer: Any, chunk_size: int = 256, overlap: int = 32, *,
                 id_field: str = "id", title_field: str = "title", text_field: str = "text",
-                metadata_fields: Sequence[str] | None = None,
+                metadata_fields: Sequence[str] | None = None, follow_symlinks: bool = False,
                 stats: IngestStats | None = None) -> Iterator[Chunk]:
     """Stream the chunks of every document under ``path``; one document is in memory at a time.
 
@@ -507,7 +733,7 @@ def iter_chunks(path: str | os.PathLike, tokenizer: Any, chunk_size: int = 256, 
     _check_chunking(chunk_size, overlap)
     stats = IngestStats() if stats is None else stats
     docs = iter_documents(path, id_field=id_field, title_field=title_field, text_field=text_field,
-                          metadata_fields=metadata_fields, stats=stats)
+                          metadata_fields=metadata_fields, follow_symlinks=follow_symlinks, stats=stats)
     return _chunks(docs, tokenizer, chunk_size, overlap, stats)
 
 
@@ -521,12 +747,13 @@ def _chunks(docs: Iterator[Document], tokenizer: Any, chunk_size: int, overlap: 
 
 def scan(path: str | os.PathLike, tokenizer: Any, chunk_size: int = 256, overlap: int = 32, *,
          id_field: str = "id", title_field: str = "title", text_field: str = "text",
-         metadata_fields: Sequence[str] | None = None) -> tuple[list[Chunk], IngestStats]:
+         metadata_fields: Sequence[str] | None = None,
+         follow_symlinks: bool = False) -> tuple[list[Chunk], IngestStats]:
     """All chunks under ``path`` and the scan's counts: ``iter_chunks`` collected into a list."""
     stats = IngestStats()
     chunks = list(iter_chunks(path, tokenizer, chunk_size, overlap, id_field=id_field,
-                              title_field=title_field, text_field=text_field,
-                              metadata_fields=metadata_fields, stats=stats))
+                              title_field=title_field, text_field=text_field, metadata_fields=metadata_fields,
+                              follow_symlinks=follow_symlinks, stats=stats))
     return chunks, stats
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from .stores.base import ID_KEY
 
 MANIFEST = "manifest.json"
 LOCK = "index.lock"
+STORE = "store"
 INDEX_HOME = Path("indexes")
 DEFAULT_NAME = "default"
 CHUNK_SIZE = 256
@@ -29,6 +31,10 @@ OVERLAP = 32
 BINDING = ("kind", "model", "backbone", "backbone_weights", "adapter", "dim", "num_compression", "num_thought")
 # Payload fields the index itself writes; metadata keys with these names (or the stores' "_id") are dropped.
 RESERVED = ("text", "title", "source", "doc_id", "chunk_no", "char_start", "char_end", "content_hash")
+# Keys every manifest has.
+REQUIRED = ("backend", "url", "collection", "faiss_index", "encoder", "encoder_spec", "task", "chunk_size", "overlap")
+# Record-file fields and their defaults (kept in the manifest, so a re-run reads the corpus the same way).
+FIELDS = {"id_field": "id", "title_field": "title", "text_field": "text"}
 
 
 def index_dir(name: str | None = None, directory: str | Path | None = None) -> Path:
@@ -79,39 +85,170 @@ def _describe(identity: dict[str, Any]) -> str:
     return f"{identity.get('kind')} encoder {identity.get('model') or identity.get('backbone')}"
 
 
+def read_manifest(path: str | Path) -> dict:
+    """The manifest of the index in ``path``, checked; GenRetError if it is missing, damaged or incomplete."""
+    path = Path(path)
+    file = path / MANIFEST
+    try:
+        text = file.read_text()
+    except FileNotFoundError:
+        raise GenRetError(f"no index at {path.absolute()} (build one with `genret index PATH`)") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise GenRetError(f"cannot read {file}: {getattr(e, 'strerror', None) or e}") from None
+    fix = f"; rebuild the index with `genret index CORPUS --index-dir {path} --rebuild`"
+    try:
+        manifest = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise GenRetError(f"corrupt manifest {file} ({'empty file' if not text.strip() else e}){fix}") from None
+    if not isinstance(manifest, dict):
+        raise GenRetError(f"corrupt manifest {file} (not a JSON object){fix}")
+    missing = [k for k in REQUIRED if k not in manifest]
+    if not missing and not (isinstance(manifest["encoder"], dict) and "dim" in manifest["encoder"]):
+        missing.append("encoder.dim")
+    if not missing and not (isinstance(manifest["encoder_spec"], dict) and "kind" in manifest["encoder_spec"]):
+        missing.append("encoder_spec.kind")
+    if missing:
+        raise GenRetError(f"incomplete manifest {file} (no {', '.join(missing)}){fix}")
+    return manifest
+
+
 def _write_json_atomic(path: Path, data: dict) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    with open(tmp) as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        with open(tmp) as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
-class _WriteLock:
-    """An exclusive, non-blocking lock on the index directory; a second writer gets a clear error."""
+class _Lock:
+    """``index.lock`` in an index folder, locked exclusively (flock, without waiting) while an Index is open
+    for writing, or open at all on Qdrant Edge (whose engine lets one process at a time load a shard).
 
-    def __init__(self, directory: Path):
+    The file holds "<pid> <role>" of the holder, so that the process refused can say who holds it. Only the
+    holder ever removes the file (a failed first run removes the lock file it made), and a process that
+    locked a file removed meanwhile takes the new one instead.
+    """
+
+    def __init__(self, directory: Path, role: str):
         self.path = directory / LOCK
-        self.fd: int | None = None
+        for _ in range(5):
+            fd, created = self._open()
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                message = _busy(directory, fd)
+                os.close(fd)
+                raise GenRetError(message) from None
+            if _same_file(fd, self.path):
+                break
+            os.close(fd)
+        else:
+            raise GenRetError(f"index {directory} is locked by another process")
+        self.fd: int | None = fd
+        self.created = created
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} {role}\n".encode(), 0)
 
-    def __enter__(self) -> "_WriteLock":
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+    def _open(self) -> tuple[int, bool]:
+        """The lock file's descriptor, and whether this call created the file."""
         try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(self.fd, 32, 0).decode(errors="replace").strip() or "?"
-            os.close(self.fd)
-            raise GenRetError(f"index {self.path.parent} is locked by another writer (pid {holder})") from None
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, str(os.getpid()).encode(), 0)
-        return self
+            try:
+                return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644), True
+            except FileExistsError:
+                return os.open(self.path, os.O_RDWR), False
+        except OSError as e:
+            raise GenRetError(f"cannot write to the index folder {self.path.parent}: {e.strerror}") from None
 
-    def __exit__(self, *exc) -> None:
-        if self.fd is not None:
+    def release(self, remove: bool = False) -> None:
+        """Unlock; with ``remove``, delete the lock file first, while still holding it."""
+        if self.fd is None:
+            return
+        if remove:
+            self.path.unlink(missing_ok=True)
+        else:
             os.ftruncate(self.fd, 0)
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
-            self.fd = None
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+        self.fd = None
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        st, fst = os.stat(path), os.fstat(fd)
+    except FileNotFoundError:
+        return False
+    return (st.st_dev, st.st_ino) == (fst.st_dev, fst.st_ino)
+
+
+def _busy(directory: Path, fd: int) -> str:
+    """The one-line error for an index whose lock another process holds (read from the lock file)."""
+    holder = os.pread(fd, 64, 0).decode(errors="replace").split()
+    pid = holder[0] if holder else "?"
+    if holder[1:2] == ["read"]:
+        return (f"index {directory} is open in pid {pid} (a Qdrant Edge index can be open in one process at a "
+                "time); try again when it is closed")
+    return f"index {directory} is being written by pid {pid}; try again when it finishes"
+
+
+def lock_holder(directory: str | Path) -> str | None:
+    """Why the index in ``directory`` cannot be opened for writing now (another process holds it), or None.
+    Creates nothing: a quick check before loading a model."""
+    try:
+        fd = os.open(Path(directory) / LOCK, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _busy(Path(directory), fd)
+    finally:
+        os.close(fd)  # also drops the shared lock
+    return None
+
+
+def _missing_dirs(path: Path) -> list[Path]:
+    """The folders that ``path.mkdir(parents=True)`` would create, deepest first."""
+    missing = []
+    p = Path(os.path.abspath(path))
+    while not p.exists() and not p.is_symlink() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    return missing
+
+
+def _undo(made: list[Path], lock: _Lock | None, new_dirs: list[Path]) -> None:
+    """Remove what a failed first run made, newest first: its entries (manifest, store), then the lock file
+    if it made it, then the folders it made if they are empty. Nothing it did not make is touched."""
+    for entry in reversed(made):
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+    if lock is not None:
+        lock.release(remove=lock.created)
+    for folder in new_dirs:
+        try:
+            folder.rmdir()
+        except OSError:
+            break
+
+
+def _check_store_folder(folder: Path) -> None:
+    """Refuse to create a store in a ``store`` folder that holds something else (a user's own folder)."""
+    if folder.is_dir() and any(folder.iterdir()) and not any(
+            (folder / name).exists() for name in ("docstore.sqlite", "store.json", "shard")):
+        raise GenRetError(f"{folder} exists and is not a genretrieval store; choose another index folder")
+
+
+def _close_quietly(store) -> None:
+    try:
+        store.close()
+    except Exception:  # noqa: BLE001 - already failing; the first error is the one to report
+        pass
 
 
 class Index:
@@ -119,85 +256,191 @@ class Index:
     pointer to a Qdrant server collection).
 
     Build with ``Index.create`` (or reopen with ``Index.open``), then ``add`` a corpus, ``search``, ``delete``.
+    An index open for writing holds the folder's lock until ``close``; reading never changes the index.
     """
 
-    def __init__(self, path: Path, manifest: dict, encoder: Encoder | None, store):
+    def __init__(self, path: Path, manifest: dict, encoder: Encoder | None, store, *, writable: bool = False,
+                 lock: _Lock | None = None):
         self.path, self.manifest, self.encoder, self.store = path, manifest, encoder, store
+        self.writable = writable
+        self._lock = lock
+        self._made: list[Path] = []  # what create() made for a new index, removed by discard()
+        self._new_dirs: list[Path] = []
 
     # ------------------------------------------------------------------------------------------ lifecycle
     @classmethod
     def create(cls, path: str | Path, encoder: Encoder, backend: Literal["faiss", "qdrant"] = "qdrant", *,
                url: str | None = None, collection: str | None = None, faiss_index: str = "Flat",
                task: str = "retrieval", chunk_size: int = CHUNK_SIZE, overlap: int = OVERLAP,
-               encoder_spec: dict | None = None, store_options: dict | None = None) -> "Index":
-        """Open the index at ``path``, creating it (manifest first) when it does not exist yet.
+               fields: dict | None = None, encoder_spec: dict | None = None, store_options: dict | None = None,
+               rebuild: bool = False) -> "Index":
+        """Open the index at ``path`` for writing, creating it (store first, then the manifest) when it has no
+        manifest yet.
 
         An existing index must have been built with the same backend and an encoder of the same identity.
-        ``encoder_spec`` records how to rebuild the encoder (kind, backbone, adapter path) for ``open``.
+        ``encoder_spec`` records how to rebuild the encoder (kind, backbone, adapter path) for ``open``;
+        ``fields`` the record fields (``id_field``, ``title_field``, ``text_field``) for ``add``.
         ``store_options`` go to the store at creation (e.g. ``shard_number``, ``replication_factor`` for a
-        new Qdrant server collection).
+        new Qdrant server collection). ``url`` names a Qdrant server (the API key is sent to it).
+        ``rebuild`` first removes the index's own manifest and store (for a server index, its collection).
+        If creating fails, what this call made is removed again; ``discard`` does the same later.
         """
         path = Path(path)
-        if (path / MANIFEST).exists():
-            index = cls.open(path, encoder)
-            if index.manifest["backend"] != backend:
-                raise GenRetError(f"index {path} uses backend {index.manifest['backend']}, not {backend}")
-            return index
         if backend not in ("faiss", "qdrant"):
             raise GenRetError(f"unknown backend {backend!r}; use faiss or qdrant")
-        path.mkdir(parents=True, exist_ok=True)
-        identity = encoder.identity()
-        manifest = {
-            "format_version": 1, "genretrieval": __version__, "backend": backend, "url": url,
-            "collection": collection or f"genret-{path.name}", "faiss_index": faiss_index,
-            "encoder": identity, "encoder_spec": encoder_spec or {"kind": identity["kind"]},
-            "task": task, "normalized": True, "chunk_size": chunk_size, "overlap": overlap,
-            "store_options": store_options or {}, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "corpus": None,
-        }
-        with _WriteLock(path):
-            store = cls._open_store(path, manifest, create=True, **manifest["store_options"])
+        new_dirs = _missing_dirs(path)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise GenRetError(f"cannot create the index folder {path}: {e.strerror or e}") from None
+        lock = store = None
+        made: list[Path] = []
+        try:
+            lock = _Lock(path, "write")  # decided under the lock: is there an index here already?
+            if rebuild:
+                cls._remove_entries(path, url)
+            if (path / MANIFEST).exists():
+                manifest = read_manifest(path)
+                if manifest["backend"] != backend:
+                    raise GenRetError(f"index {path} uses backend {manifest['backend']}, not {backend}")
+                return cls._attach(path, manifest, encoder, lock=lock, url=url, writable=True)
+            if not url:
+                _check_store_folder(path / STORE)
+                if not (path / STORE).exists():
+                    made.append(path / STORE)
+            identity = encoder.identity()
+            manifest = {
+                "format_version": 1, "genretrieval": __version__, "backend": backend, "url": url,
+                "collection": collection or f"genret-{path.absolute().name}", "faiss_index": faiss_index,
+                "encoder": identity, "encoder_spec": encoder_spec or {"kind": identity["kind"]},
+                "task": task, "normalized": True, "chunk_size": chunk_size, "overlap": overlap,
+                "fields": {**FIELDS, **(fields or {})}, "store_options": store_options or {},
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "corpus": None,
+            }
+            store = cls._open_store(path, manifest, create=True, url=url, **manifest["store_options"])
+            made.append(path / MANIFEST)
             _write_json_atomic(path / MANIFEST, manifest)
-        return cls(path, manifest, encoder, store)
+        except BaseException as e:
+            if store is not None:
+                _close_quietly(store)
+            _undo(made, lock, new_dirs)
+            if isinstance(e, OSError):
+                raise GenRetError(f"cannot write the index {path}: {e.strerror or e}") from None
+            raise
+        index = cls(path, manifest, encoder, store, writable=True, lock=lock)
+        index._made, index._new_dirs = made, new_dirs
+        return index
 
     @classmethod
     def open(cls, path: str | Path, encoder: Encoder | None = None, *, with_encoder: bool = True,
-             **encoder_overrides) -> "Index":
-        """Open an existing index. Without ``encoder``, the one recorded in the manifest is loaded
-        (``encoder_overrides`` such as ``device`` go to ``load_encoder``). A different encoder is refused.
-        ``with_encoder=False`` opens the store alone: enough for ``info``, ``count`` and ``delete``."""
-        path = Path(path)
-        try:
-            manifest = json.loads((path / MANIFEST).read_text())
-        except FileNotFoundError:
-            raise GenRetError(f"no index at {path} (build one with `genret index PATH`)") from None
-        except json.JSONDecodeError as e:
-            raise GenRetError(f"corrupt manifest {path / MANIFEST}: {e}") from None
-        if not with_encoder:
-            return cls(path, manifest, None, cls._open_store(path, manifest, create=False))
-        if encoder is None:
-            from .encoder import load_encoder
+             writable: bool = False, url: str | None = None, **encoder_overrides) -> "Index":
+        """Open an existing index: for searching, or with ``writable`` for ``add`` and ``delete`` too.
 
-            spec = {**manifest["encoder_spec"], **{k: v for k, v in encoder_overrides.items() if v is not None}}
-            encoder = load_encoder(**spec)
-        cls._check_encoder(path, manifest["encoder"], encoder.identity())
-        return cls(path, manifest, encoder, cls._open_store(path, manifest, create=False))
+        Without ``encoder``, the one recorded in the manifest is loaded (``encoder_overrides`` such as
+        ``device`` go to ``load_encoder``). A different encoder is refused. ``with_encoder=False`` opens the
+        store alone: enough for ``info``, ``count`` and ``delete``. ``url`` names the Qdrant server of an index
+        kept on one; only a server named so (not one read from the manifest) gets the ``QDRANT_API_KEY``.
+
+        Opening for reading never changes the index. A FAISS index can be read while another process writes
+        it (the reader sees the last committed state) and from a read-only folder. Qdrant Edge writes to its
+        folder even to read, so an Edge index is open in one process at a time (the next one gets a one-line
+        error naming the holder's pid) and cannot be read from a read-only folder.
+        """
+        path = Path(path)
+        manifest = read_manifest(path)
+        lock = None
+        if writable:
+            lock = _Lock(path, "write")
+        elif manifest["backend"] == "qdrant" and not manifest["url"]:
+            store = path / STORE
+            if not os.access(path, os.W_OK) or (store.exists() and not os.access(store, os.W_OK)):
+                from .stores.qdrant_edge import read_only_message
+
+                raise GenRetError(read_only_message(path / STORE))
+            lock = _Lock(path, "read")
+        try:
+            return cls._attach(path, manifest, encoder, lock=lock, url=url, writable=writable,
+                               with_encoder=with_encoder, **encoder_overrides)
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
+
+    @classmethod
+    def _attach(cls, path: Path, manifest: dict, encoder: Encoder | None, *, lock: _Lock | None,
+                url: str | None, writable: bool, with_encoder: bool = True, **encoder_overrides) -> "Index":
+        """The Index over an existing manifest: load or check the encoder, then open the store."""
+        if with_encoder:
+            if encoder is None:
+                from .encoder import load_encoder
+
+                spec = {**manifest["encoder_spec"], **{k: v for k, v in encoder_overrides.items() if v is not None}}
+                encoder = load_encoder(**spec)
+            cls._check_encoder(path, manifest["encoder"], encoder.identity())
+        store = cls._open_store(path, manifest, create=False, read_only=not writable, url=url)
+        return cls(path, manifest, encoder, store, writable=writable, lock=lock)
 
     @staticmethod
     def _check_encoder(path: Path, built: dict, now: dict) -> None:
         if any(built.get(k) != now.get(k) for k in BINDING):
             raise GenRetError(f"index {path} was built with the {_describe(built)}, but this is the "
-                              f"{_describe(now)}; use the same --encoder/--backbone/--adapter or rebuild the index")
+                              f"{_describe(now)}; use the same --encoder/--backbone/--adapter, or rebuild the index "
+                              f"with `genret index CORPUS --index-dir {path} --rebuild`")
 
     @staticmethod
-    def _open_store(path: Path, manifest: dict, create: bool, **options):
+    def _open_store(path: Path, manifest: dict, *, create: bool, read_only: bool = False, url: str | None = None,
+                    **options):
+        """The index's store. A server index connects to ``url`` (named by the caller, so it gets the API
+        key) or else to the manifest's URL (without the key); a local index ignores ``url``."""
         from .stores import open_store
 
-        return open_store(manifest["backend"], path / "store", manifest["encoder"]["dim"], url=manifest["url"],
-                          collection=manifest["collection"], faiss_index=manifest["faiss_index"], create=create,
-                          **options)
+        server = (url or manifest["url"]) if manifest["url"] else None
+        try:
+            return open_store(manifest["backend"], path / STORE, manifest["encoder"]["dim"], url=server,
+                              collection=manifest["collection"], faiss_index=manifest["faiss_index"],
+                              create=create, read_only=read_only, url_from_user=url is not None, **options)
+        except OSError as e:
+            raise GenRetError(f"cannot open the store of index {path}: {e.strerror or e}") from None
+
+    @classmethod
+    def _remove_entries(cls, path: Path, url: str | None) -> None:
+        """For a rebuild (under the lock): remove the index's store (and server collection), then its manifest;
+        nothing else in the folder. The store goes first, so a manifest never points to another build's store."""
+        if not (path / MANIFEST).exists():
+            return
+        try:
+            manifest = read_manifest(path)
+        except GenRetError:
+            manifest = None  # a damaged manifest: remove the local entries
+        if manifest is not None and manifest["url"]:
+            if not url:
+                raise GenRetError(f"index {path} is on a Qdrant server: name it with --url (or GENRET_URL) "
+                                  "to rebuild it")
+            store = cls._open_store(path, manifest, create=True, url=url)
+            try:
+                store.drop()
+            finally:
+                store.close()
+        if (path / STORE).is_dir() and not (path / STORE).is_symlink():
+            shutil.rmtree(path / STORE)
+        (path / MANIFEST).unlink()
 
     def close(self) -> None:
-        self.store.close()
+        """Close the store and release the folder's lock; safe to call twice."""
+        try:
+            self.store.close()
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
+
+    def discard(self) -> None:
+        """Close, and if ``create`` made this index (it had no manifest), remove what it made: the manifest,
+        the store, the lock file if it made it, and the folders it made if they are then empty. Nothing else
+        is removed, and an index that existed before is only closed. For a first run that failed."""
+        _close_quietly(self.store)
+        _undo(self._made, self._lock, self._new_dirs)
+        self._lock, self._made, self._new_dirs = None, [], []
 
     def __enter__(self) -> "Index":
         return self
@@ -221,6 +464,11 @@ class Index:
                 "chunk_no": chunk.chunk_no, "char_start": chunk.char_start, "char_end": chunk.char_end,
                 "content_hash": chunk.content_hash}
 
+    def _check_writable(self) -> None:
+        if not self.writable:
+            raise GenRetError(f"index {self.path} is open for reading; open it with Index.open(..., writable=True) "
+                              "or Index.create to change it")
+
     def add(self, corpus: str | Path, *, sync: bool = False, batch_size: int = 16, flush_every: int = 256,
             progress: bool = True, **fields) -> IndexStats:
         """Embed a file or directory into the index, incrementally.
@@ -228,11 +476,14 @@ class Index:
         Unchanged chunks (same content hash) are skipped, changed ones re-embedded, chunks that a re-read file
         no longer produces are deleted, and with ``sync`` so are the chunks of files that disappeared.
         Work is flushed every ``flush_every`` chunks, so an interrupted run keeps what it finished and a
-        re-run completes it. ``fields`` (``id_field``, ``text_field``...) go to the corpus reader.
+        re-run completes it. ``fields`` (``id_field``, ``text_field``...) go to the corpus reader; the
+        manifest's are the defaults, and the ones used are recorded there.
         """
+        self._check_writable()
+        fields = {**FIELDS, **self.manifest.get("fields", {}), **fields}
         t0 = time.perf_counter()
         stats = IndexStats()
-        with _WriteLock(self.path):
+        try:
             tokenizer = self.encoder.tokenizer
             chunks, ingest = scan(corpus, tokenizer, self.manifest["chunk_size"], self.manifest["overlap"],
                                   **fields)
@@ -264,8 +515,11 @@ class Index:
             self.store.flush()
             self.store.optimize()
             self.manifest["corpus"] = str(Path(corpus).resolve())
+            self.manifest["fields"] = fields
             self.manifest["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
             _write_json_atomic(self.path / MANIFEST, self.manifest)
+        except OSError as e:
+            raise GenRetError(f"cannot write the index {self.path}: {e.strerror or e}") from None
         stats.seconds = time.perf_counter() - t0
         return stats
 
@@ -276,27 +530,53 @@ class Index:
     def delete(self, ids: Iterable[str] | None = None, source: str | None = None,
                where: dict | None = None) -> int:
         """Delete chunks by id, by source file, or by payload filter; returns how many went."""
+        self._check_writable()
         where = dict(where or {})
         if source is not None:
             where["source"] = source
         ids = list(ids) if ids is not None else None
         if not ids and not where:
             raise GenRetError("nothing to delete: give ids, a source or a filter")
-        with _WriteLock(self.path):
-            n = self.store.delete(ids=ids or None, where=where or None)
-            self.store.flush()
+        n = self.store.delete(ids=ids or None, where=self._with_sources(where) or None)
+        self.store.flush()
         return n
 
     # ------------------------------------------------------------------------------------------ reading
     def search(self, queries: str | list[str], k: int = 10, where: dict | None = None, task: str | None = None,
                batch_size: int = 16) -> list[list[Hit]]:
-        """Top-``k`` chunks per query (cosine), optionally filtered by payload equality."""
+        """Top-``k`` chunks per query (cosine), optionally filtered by payload equality. A ``source`` may be
+        given as stored (relative to the corpus root) or as a path from the current folder."""
         if k <= 0:
             raise GenRetError(f"k must be >= 1, got {k}")
         queries = [queries] if isinstance(queries, str) else list(queries)
         vectors = self.encoder.encode_queries(queries, task=task or self.manifest["task"], batch_size=batch_size)
-        results = self.store.search(vectors, k, where=where)
+        results = self.store.search(vectors, k, where=self._with_sources(where))
         return [[self._hit(h) for h in hits] for hits in results]
+
+    def _with_sources(self, where: dict | None) -> dict | None:
+        """``where`` with each ``source`` value also given relative to the corpus root, where it names a path
+        under that root from the current folder (sources are stored relative to the root)."""
+        if not where or "source" not in where:
+            return where
+        values = where["source"]
+        values = list(values) if isinstance(values, (list, tuple, set, frozenset)) else [values]
+        out = []
+        for value in values:
+            out.append(value)
+            if isinstance(value, str) and (stored := self.stored_source(value)) not in (None, value):
+                out.append(stored)
+        return {**where, "source": list(dict.fromkeys(out))}
+
+    def stored_source(self, path: str) -> str | None:
+        """How the file at ``path`` (from the current folder) is named in the index: relative to the corpus
+        root the manifest records; None if it is not under that root."""
+        root = self.manifest.get("corpus")
+        if not root:
+            return None
+        root, target = Path(root), Path(path).resolve()
+        if target == root:
+            return root.name  # a single-file corpus
+        return target.relative_to(root).as_posix() if root in target.parents else None
 
     @staticmethod
     def _hit(h) -> Hit:

@@ -92,3 +92,100 @@ def test_loaded_backbone_feeds_lm_head_contiguous_rows(tiny_backbone):
     logits = head(last)
     assert seen == [True]
     torch.testing.assert_close(logits, torch.nn.functional.linear(last.contiguous(), head.weight, head.bias))
+
+
+def _bf16_copy(tiny_backbone, directory):
+    """The tiny backbone stored in bf16, as the backbone cache stores the registered ones."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    shutil.copytree(tiny_backbone, directory)
+    AutoModelForCausalLM.from_pretrained(directory, dtype=torch.bfloat16).save_pretrained(directory)
+    return directory
+
+
+def test_fp32_copy_of_a_bf16_cache_loads_the_same_weights(tmp_path, tiny_backbone):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from genretrieval.encoder.backbones import weights_dir
+
+    cache = _bf16_copy(tiny_backbone, tmp_path / "cache")
+    assert weights_dir(cache, torch.bfloat16) == cache  # the stored dtype loads as is
+    copy = weights_dir(cache, torch.float32)
+    assert copy == cache / "float32" and (copy / "genret-copy.json").exists()
+    assert weights_dir(cache, torch.float32) == copy  # written once
+    assert not [p for p in cache.iterdir() if p.name.startswith(".")]  # no temporary folder left behind
+    converted = AutoModelForCausalLM.from_pretrained(cache, dtype=torch.float32).state_dict()
+    mapped = AutoModelForCausalLM.from_pretrained(copy, dtype=torch.float32).state_dict()
+    assert converted.keys() == mapped.keys()
+    for name, tensor in converted.items():
+        assert mapped[name].dtype == torch.float32 and torch.equal(mapped[name], tensor), name
+
+
+def test_fp32_copy_falls_back_to_converting_when_the_cache_is_read_only(tmp_path, tiny_backbone, monkeypatch):
+    import torch
+
+    from genretrieval.encoder import backbones
+
+    cache = _bf16_copy(tiny_backbone, tmp_path / "cache")
+
+    def refuse(*_):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(backbones, "_write_dtype_copy", refuse)
+    assert backbones.weights_dir(cache, torch.float32) == cache
+
+
+def test_tokenizer_snapshot_behaves_like_the_original(tmp_path, tiny_backbone):
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from genretrieval.encoder.backbones import load_cached_tokenizer
+
+    cache = tmp_path / "cache"
+    shutil.copytree(tiny_backbone, cache)
+    original = AutoTokenizer.from_pretrained(cache)
+    first = load_cached_tokenizer(cache)  # writes the snapshot
+    assert (cache / "tokenizer-backend" / "settings.json").exists()
+    snap = load_cached_tokenizer(cache)
+    texts = ["what is the capital of france", "hello <eos> world", "Ünïcode  spaces\tand\nlines", "bread " * 40]
+    for tok in (first, snap):
+        assert tok(texts)["input_ids"] == original(texts)["input_ids"]
+        assert tok(texts, truncation=True, max_length=8)["input_ids"] == \
+            original(texts, truncation=True, max_length=8)["input_ids"]
+        assert (tok.pad_token_id, tok.eos_token_id, len(tok)) == (original.pad_token_id, original.eos_token_id,
+                                                                   len(original))
+        chat = [{"role": "user", "content": "hello"}]
+        assert tok.apply_chat_template(chat, add_generation_prompt=True) == \
+            original.apply_chat_template(chat, add_generation_prompt=True)
+        ids = original("hello world <eos>")["input_ids"]
+        assert tok.decode(ids, skip_special_tokens=True) == original.decode(ids, skip_special_tokens=True)
+
+
+def test_loading_draws_no_transformers_bars(tiny_backbone, capfd):
+    """The Python API stays quiet: transformers' "Loading weights" bar is off while we load, and back after."""
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    from genretrieval.encoder.backbones import load_backbone
+
+    hf_logging.enable_progress_bar()
+    capfd.readouterr()
+    load_backbone(resolve_backbone(tiny_backbone), torch.float32)
+    err = capfd.readouterr().err
+    assert "Loading weights" not in err and "%|" not in err
+    assert hf_logging.is_progress_bar_enabled()
+
+
+def test_assembly_reports_progress_as_plain_lines(tmp_path, capsys):
+    parts, size, sha = _parts(tmp_path, [b"a" * 3000, b"b" * 2000])
+    assemble_gguf(parts, size, sha, tmp_path / "model.gguf", progress=True)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("verifying backbone weights: 0/0 MiB")
+    assert lines[-1].startswith("verifying backbone weights: 0/0 MiB done in") and "MiB/s" in lines[-1]
+    assemble_gguf(parts, size, sha, tmp_path / "again.gguf")  # quiet by default
+    assert capsys.readouterr().err == ""

@@ -46,7 +46,46 @@ def test_train_cli_rejects_bad_settings(tmp_path, tiny_backbone):
     assert res.exit_code == 1 and "unknown stage" in res.stderr
     res = runner.invoke(app, [*base, "-k", "0"])
     assert res.exit_code == 1 and "must be >= 1" in res.stderr
+    res = runner.invoke(app, [*base, "--stage", "optimize", "--stage", "readout"])
+    assert res.exit_code == 1 and "run one of them" in res.stderr
+    res = runner.invoke(app, [*base, "--stage", "readout", "--init-adapter", "shipped"])
+    assert res.exit_code == 1 and "no adapter ships for backbone" in res.stderr
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
     res = runner.invoke(app, ["train", "--queries", str(empty), "--out", str(tmp_path / "r2")])
     assert res.exit_code == 1 and "has no queries" in res.stderr
+
+
+def _help(*command: str) -> str:
+    res = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "200", "TERM": "dumb"})
+    assert res.exit_code == 0, res.output
+    return " ".join(res.output.split())
+
+
+def test_help_describes_every_option():
+    index = _help("index")
+    assert "Texts per forward pass" in index and "field holding each record's id" in index
+    assert "field holding the title" in index and "field holding the text" in index and "--rebuild" in index
+    search = _help("search")
+    assert all(field in search for field in ("id, score, text, title, source, chunk_no, metadata",))
+    assert "--num-threads" in _help("explain")
+    assert "qrels/<split>.tsv" in _help("eval", "beir")
+    train = _help("train")
+    for text in ("Queries are cut to", "Responses are cut to", "when generating responses", "between checkpoints",
+                 "Seed of the query sample"):
+        assert text in train
+
+
+def test_delete_says_chunk_or_chunks(tmp_path, tiny_backbone):
+    corpus = tmp_path / "c"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("hello world")
+    (corpus / "b.txt").write_text("the city")
+    where = str(tmp_path / "idx")
+    res = runner.invoke(app, ["index", str(corpus), "--backend", "faiss", "--index-dir", where,
+                              "--backbone", tiny_backbone, "--dtype", "fp32"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["delete", "--index-dir", where, "--source", "a.txt"])
+    assert res.exit_code == 0 and f"deleted 1 chunk from {where}" in res.stderr
+    res = runner.invoke(app, ["delete", "--index-dir", where, "--source", "a.txt"])
+    assert res.exit_code == 0 and "deleted 0 chunks" in res.stderr and "relative to the corpus root" in res.stderr

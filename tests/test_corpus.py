@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
+import sys
 
 import pytest
 
@@ -18,6 +20,7 @@ from genretrieval.corpus import (
     iter_chunks,
     iter_documents,
     scan,
+    snippet,
 )
 
 
@@ -158,6 +161,17 @@ def test_csv(tmp_path):
     assert stats.records_without_text == 1 and stats.decode_errors == 0
 
 
+def test_csv_quote_never_closed_is_an_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    # Read leniently, the open quote would swallow every row after it into one field.
+    write(tmp_path / "c" / "t.csv", 'id,text\n1,fine\n2,"open\n3,swallowed\n4,rows\n')
+    with pytest.raises(GenRetError, match=r"^c/t\.csv:3: invalid CSV \(a quoted field is never closed\)$"):
+        docs_of("c")
+    write(tmp_path / "c" / "t.csv", 'id,text\n1,fine\n2,"closed" then more\n')
+    with pytest.raises(GenRetError, match=r"^c/t\.csv:3: invalid CSV \(.*expected after"):
+        docs_of("c")
+
+
 def test_parquet(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -194,6 +208,34 @@ def test_binary_unreadable_and_invalid_utf8_are_counted(tmp_path):
     assert stats.skipped_binary == 1 and stats.skipped_unreadable == 2 and stats.decode_errors == 2
     assert (stats.files_seen, stats.files_read) == (7, 4)
     assert "image.txt" in stats.sources_seen and "image.txt" not in stats.sources_read
+    assert stats.skipped_summary() == "1 binary, 2 unreadable skipped; invalid UTF-8 replaced in 2 files"
+
+
+def test_symlinks_out_of_the_corpus_are_skipped_unless_followed(tmp_path):
+    corpus, outside = tmp_path / "corpus", tmp_path / "outside"
+    write(corpus / "a.txt", "inside")
+    write(corpus / "sub" / "b.txt", "inside too")
+    write(outside / "secret.txt", "a file from elsewhere")
+    write(outside / "dir" / "c.txt", "a folder from elsewhere")
+    os.symlink(outside / "secret.txt", corpus / "secret.txt")
+    os.symlink(outside / "dir", corpus / "linked-dir")
+    os.symlink(corpus / "sub" / "b.txt", corpus / "b-link.txt")  # stays inside: read
+    os.symlink(corpus, corpus / "sub" / "loop")  # a directory link inside: not entered
+    docs, stats = docs_of(corpus)
+    assert [d.doc_id for d in docs] == ["a.txt", "b-link.txt", "sub/b.txt"]
+    assert stats.skipped_outside == 2 and "secret.txt" not in stats.sources_seen
+    assert stats.skipped_summary() == "2 symlinks out of the corpus skipped"
+
+    docs, stats = docs_of(corpus, follow_symlinks=True)
+    assert [d.doc_id for d in docs] == ["a.txt", "b-link.txt", "secret.txt", "linked-dir/c.txt", "sub/b.txt"]
+    assert stats.skipped_outside == 0  # and the loop back to the corpus folder was walked once
+
+    (corpus / "a.txt").unlink()
+    (corpus / "b-link.txt").unlink()
+    (corpus / "sub" / "b.txt").unlink()
+    with pytest.raises(GenRetError, match=r"no readable documents in .*corpus \(2 symlinks out of the corpus "
+                                          r"skipped\)$"):
+        list(iter_chunks(corpus, whitespace_tokenizer))
 
 
 def test_malformed_jsonl_names_file_and_line(tmp_path, monkeypatch):
@@ -240,46 +282,62 @@ def doc(text: str, title: str = "", doc_id: str = "d.txt") -> Document:
     return Document(doc_id, title, text, doc_id)
 
 
-def test_chunk_sizes_overlap_and_exact_spans():
-    d = doc("  " + words(100) + "\n")
-    chunks = chunk_document(d, whitespace_tokenizer, chunk_size=30, overlap=5)
-    assert [ntokens(c.text) for c in chunks] == [30, 30, 30, 25]
-    assert [c.text.split()[0] for c in chunks] == ["w0", "w25", "w50", "w75"]
-    for a, b in zip(chunks, chunks[1:]):
-        assert a.text.split()[-5:] == b.text.split()[:5]
-    assert [c.chunk_no for c in chunks] == [0, 1, 2, 3]
-    assert [c.id for c in chunks] == [f"d.txt::{i}" for i in range(4)]
+def chunky_tokenizer(text, add_special_tokens=False, return_offsets_mapping=True):
+    """Like a BPE tokenizer on odd input: a token per 8 characters of a word, per 16 of a whitespace run."""
+    return {"offset_mapping": [m.span() for m in re.finditer(r"\S{1,8}|\s{1,16}", text)]}
+
+
+VOCAB = ("river sea bread oven city water paris france capital model token index chunk search vector store query "
+         "answer light stone garden winter summer market").split()
+
+
+def prose(paragraphs: int, seed: int = 0) -> str:
+    """Paragraphs of one to six sentences of 4 to 16 words."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(paragraphs):
+        sentences = []
+        for _ in range(rng.randint(1, 6)):
+            ws = [rng.choice(VOCAB) for _ in range(rng.randint(4, 16))]
+            sentences.append(" ".join([ws[0].capitalize(), *ws[1:]]) + rng.choice(".!?"))
+        out.append(" ".join(sentences))
+    return "\n\n".join(out)
+
+
+def check_spans(d: Document, chunks, chunk_size: int, tokens=ntokens) -> None:
+    """Exact trimmed slices within the budget that together cover every non-space character."""
+    covered = set()
     for c in chunks:
         assert d.text[c.char_start:c.char_end] == c.text and c.text == c.text.strip()
-        assert (c.doc_id, c.source, c.title) == ("d.txt", "d.txt", "")
-    assert chunks[0].char_start == 2 and chunks[-1].char_end == len(d.text) - 1
-    no_overlap = chunk_document(d, whitespace_tokenizer, chunk_size=30, overlap=0)
-    assert " ".join(c.text for c in no_overlap) == words(100)
+        assert tokens(c.text) <= chunk_size
+        covered.update(range(c.char_start, c.char_end))
+    assert all(i in covered for i, ch in enumerate(d.text) if not ch.isspace())
+    assert [c.chunk_no for c in chunks] == list(range(len(chunks)))
 
 
-def test_short_document_is_one_chunk():
-    d = doc("\n  a short document.  \n", title="T")
-    (c,) = chunk_document(d, whitespace_tokenizer, chunk_size=4, overlap=1)
-    assert (c.text, c.char_start, c.char_end, c.chunk_no, c.title) == ("a short document.", 3, 20, 0, "T")
-    assert chunk_document(doc("exactly four tokens here"), whitespace_tokenizer, 4, 1)[0].text.count(" ") == 3
+def test_chunks_hold_whole_sentences_and_overlap_by_sentences():
+    d = doc(prose(40))
+    chunks = chunk_document(d, whitespace_tokenizer, chunk_size=40, overlap=8)
+    assert len(chunks) > 10
+    check_spans(d, chunks, 40)
+    overlaps = 0
+    for c in chunks:
+        before = d.text[:c.char_start].rstrip()
+        assert before == "" or before[-1] in ".!?"  # starts a sentence
+        assert c.text[-1] in ".!?"  # ends one
+    for a, b in zip(chunks, chunks[1:]):
+        if b.char_start < a.char_end:  # the overlap: whole sentences of one paragraph, at most 8 tokens
+            shared = d.text[b.char_start:a.char_end]
+            assert ntokens(shared) <= 8 and "\n" not in shared and shared[-1] in ".!?"
+            overlaps += 1
+        else:
+            assert b.char_start > a.char_end
+    assert overlaps > 0
+    no_overlap = chunk_document(d, whitespace_tokenizer, chunk_size=40, overlap=0)
+    assert all(a.char_end < b.char_start for a, b in zip(no_overlap, no_overlap[1:]))
 
 
-def test_chunks_prefer_sentence_and_paragraph_boundaries():
-    # A sentence ends at token 18 of 20, inside the last 15% (3 tokens): the chunk ends there.
-    d = doc(words(18, "a") + ". " + words(30, "b"))
-    first = chunk_document(d, whitespace_tokenizer, chunk_size=20, overlap=2)[0]
-    assert first.text.endswith("a17.") and ntokens(first.text) == 18
-    # One at token 10 is too early: the chunk is cut at the full window.
-    d = doc(words(10, "a") + ". " + words(30, "b"))
-    assert ntokens(chunk_document(d, whitespace_tokenizer, chunk_size=20, overlap=2)[0].text) == 20
-    # A paragraph break beats a later sentence end; closing quotes after the full stop still end a sentence.
-    d = doc(words(17, "a") + "\n\n" + 'x y." ' + words(30, "b"))
-    assert chunk_document(d, whitespace_tokenizer, chunk_size=20, overlap=2)[0].text.endswith("a16")
-    d = doc(words(17, "a") + ' y." ' + words(30, "b"))
-    assert chunk_document(d, whitespace_tokenizer, chunk_size=20, overlap=2)[0].text.endswith('y."')
-
-
-def test_chunking_with_a_byte_level_hf_tokenizer():
+def test_no_chunk_starts_mid_word_with_a_byte_level_hf_tokenizer():
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -289,16 +347,151 @@ def test_chunking_with_a_byte_level_hf_tokenizer():
     trainer = trainers.BpeTrainer(vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tk.train_from_iterator(["the river runs to the sea. café naïve"] * 4, trainer)
     tok = PreTrainedTokenizerFast(tokenizer_object=tk)
-    text = "The river runs, déjà vu — 川 flows.\n\nTo the sea! " * 12
+
+    def count(text):
+        return len(tok(text, add_special_tokens=False)["input_ids"])
+
+    text = "The river runs, déjà vu — 川 flows. To the sea! " * 3 + "\n\nThe sea. " * 3 + "The end, sea. " * 12
     d = doc(text)
     chunks = chunk_document(d, tok, chunk_size=40, overlap=8)
     assert len(chunks) > 3
-    covered = set()
+    check_spans(d, chunks, 40 + 1, count)  # +1: a chunk's text may tokenize a little differently on its own
     for c in chunks:
-        assert d.text[c.char_start:c.char_end] == c.text and c.text == c.text.strip()
-        assert len(tok(c.text, add_special_tokens=False)["input_ids"]) <= 40 + 1
-        covered.update(range(c.char_start, c.char_end))
-    assert all(i in covered for i, ch in enumerate(text) if not ch.isspace())
+        assert c.text.startswith(("The ", "To ")) and text[:c.char_start].rstrip()[-1:] in ("", ".", "!")
+    # This tokenizer splits unknown words into letters: sentences over the budget are split between words.
+    d = doc(prose(6))
+    chunks = chunk_document(d, tok, chunk_size=24, overlap=0)
+    check_spans(d, chunks, 24 + 1, count)
+    assert all(c.char_start == 0 or d.text[c.char_start - 1].isspace() for c in chunks)
+
+
+def test_long_sentences_split_at_words_then_tokens():
+    d = doc("  " + words(100) + "\n")  # one sentence without a full stop: split between words
+    chunks = chunk_document(d, whitespace_tokenizer, chunk_size=30, overlap=5)
+    check_spans(d, chunks, 30)
+    assert chunks[0].char_start == 2 and chunks[-1].char_end == len(d.text) - 1
+    for a, b in zip(chunks, chunks[1:]):
+        shared = len(set(a.text.split()) & set(b.text.split()))
+        assert 1 <= shared <= 5 and b.text.split()[0] in a.text.split()  # overlap by whole words
+    no_overlap = chunk_document(d, whitespace_tokenizer, chunk_size=30, overlap=0)
+    assert " ".join(c.text for c in no_overlap) == words(100)
+
+    d = doc("Short start. " + "x" * 2000 + " and a tail.")  # a word of 250 tokens: split between tokens
+    chunks = chunk_document(d, chunky_tokenizer, chunk_size=64, overlap=8)
+    check_spans(d, chunks, 64, lambda t: len(chunky_tokenizer(t)["offset_mapping"]))
+    assert len(chunks) >= 4 and chunks[0].text.startswith("Short start.")
+
+
+def test_short_document_is_one_chunk():
+    d = doc("\n  a short document.  \n", title="T")
+    (c,) = chunk_document(d, whitespace_tokenizer, chunk_size=4, overlap=1)
+    assert (c.text, c.char_start, c.char_end, c.chunk_no, c.id, c.title) == (
+        "a short document.", 3, 20, 0, "d.txt::0", "T")
+    assert chunk_document(doc("exactly four tokens here"), whitespace_tokenizer, 4, 1)[0].text.count(" ") == 3
+    assert chunk_document(doc(" \n "), whitespace_tokenizer, 4, 1) == []
+
+
+def test_chunks_prefer_paragraph_breaks_and_keep_headings_with_their_text():
+    sections = [f"## Section {i}\n\n" + prose(2, seed=i) for i in range(12)]
+    d = doc("# Title\n\n" + "\n\n".join(sections))
+    chunks = chunk_document(d, whitespace_tokenizer, chunk_size=60, overlap=0)
+    check_spans(d, chunks, 60)
+    assert len(chunks) > 5
+    for c in chunks:
+        assert not c.text.rsplit("\n", 1)[-1].startswith("#")  # no chunk ends with a heading
+    at_paragraph = sum(d.text[:c.char_start].endswith("\n\n") for c in chunks[1:])
+    assert at_paragraph >= 0.8 * (len(chunks) - 1)
+
+
+def test_an_edit_re_embeds_only_the_chunks_that_hold_it():
+    text = prose(40)
+    before = chunk_document(doc(text), whitespace_tokenizer, chunk_size=40, overlap=8)
+    index = {c.id: c.content_hash for c in before}
+
+    def reembedded(edited: str):
+        diff = ChunkDiff(index)
+        after = chunk_document(doc(edited), whitespace_tokenizer, chunk_size=40, overlap=8)
+        return list(diff.changed(after)), len(diff.stale(_stats_for(after)))
+
+    # One word changed in the middle of a long sentence in the middle of the document.
+    sentence = next(m for m in re.finditer(r"[A-Z][^.!?]*[.!?]", text)
+                    if m.start() > len(text) // 2 and len(m.group().split()) >= 12)
+    at = sentence.start() + sentence.group().index(" ", len(sentence.group()) // 2) + 1
+    word = text[at:text.index(" ", at)]
+    edited = text[:at] + "lighthouse" + text[at + len(word):]
+    changed, deleted = reembedded(edited)
+    assert len(changed) == 1 and deleted == 0
+    assert changed[0].char_start <= at < changed[0].char_end
+
+    # Inserting words into any sentence never re-embeds more than a few chunks around it, and every chunk
+    # further away keeps its id and content hash.
+    sentences = list(re.finditer(r"[A-Z][^.!?]*[.!?]", text))
+    counts = []
+    for m in sentences[len(sentences) // 4: 3 * len(sentences) // 4]:
+        edited = text[:m.end() - 1] + " and a few more words" + text[m.end() - 1:]
+        changed, _ = reembedded(edited)
+        assert 1 <= len(changed) <= 3
+        assert all(abs(c.char_start - m.start()) < 600 for c in changed)
+        counts.append(len(changed))
+    assert counts.count(1) >= 0.6 * len(counts)
+
+
+def _stats_for(chunks) -> IngestStats:
+    stats = IngestStats()
+    stats.sources_seen = stats.sources_read = {c.source for c in chunks}
+    return stats
+
+
+def test_text_added_at_the_top_keeps_later_chunk_ids():
+    text = prose(40)
+    before = chunk_document(doc(text), whitespace_tokenizer, chunk_size=40, overlap=8)
+    after = chunk_document(doc("A new opening paragraph is here.\n\n" + text), whitespace_tokenizer, 40, 8)
+    old = {c.id: c.content_hash for c in before}
+    kept = [c for c in after if old.get(c.id) == c.content_hash]
+    assert len(kept) >= len(before) - 3
+
+
+def test_chunking_work_grows_linearly_with_the_text():
+    """A 5 MB single-line file once took minutes: measure work (function calls) rather than time."""
+    calls = []
+
+    def counting_tokenizer(text, **kwargs):
+        calls.append(len(text))
+        return chunky_tokenizer(text, **kwargs)
+
+    def work(n: int) -> int:
+        text = ("Some words, then a full stop. " * n + " " * (40 * n) + "y" * (8 * n) + " lorem ipsum" * n)
+        count = 0
+
+        def profile(frame, event, arg):
+            nonlocal count
+            count += event in ("call", "c_call")
+
+        sys.setprofile(profile)
+        try:
+            chunks = chunk_document(doc(text), counting_tokenizer, chunk_size=64, overlap=8)
+        finally:
+            sys.setprofile(None)
+        assert len(chunks) > 10
+        return count
+
+    small, large = work(200), work(800)
+    assert len(calls) == 2  # one tokenizer call a document
+    assert large < 4.6 * small  # 4x the text; quadratic work would be 16x
+
+
+def test_snippet():
+    assert snippet("  A short\n text.  ") == "A short text."
+    text = "First sentence is here. Second one follows it! A third sentence would not fit in the width at all."
+    assert snippet(text, width=60) == "First sentence is here. Second one follows it!"
+    cut = snippet("word " * 50, width=30)
+    assert cut == "word word word word word word…" and len(cut) <= 30
+    assert snippet("Tiny. " + "long " * 40, width=40) == "Tiny. long long long long long long…"
+    assert snippet("See e.g. the manual, and more and more.", width=30) == "See e.g. the manual, and more…"
+    assert snippet("x" * 100, width=20) == "x" * 19 + "…"
+    assert snippet('He said "Stop." Then he left the room quietly and slowly.', width=30) == 'He said "Stop."'
+    assert snippet("Steps:\n1. Open the lid and look inside.\n2. Close it.", width=44) == (
+        "Steps: 1. Open the lid and look inside.")  # "1." numbers a list item: it ends no sentence
 
 
 def test_bad_chunk_settings_and_tokenizers(tmp_path):
@@ -323,18 +516,26 @@ def test_ids_and_hashes_are_stable_and_track_content(tmp_path):
     first, stats = scan(tmp_path, whitespace_tokenizer, chunk_size=16, overlap=4)
     second, _ = scan(tmp_path, whitespace_tokenizer, chunk_size=16, overlap=4)
     assert [(c.id, c.content_hash) for c in first] == [(c.id, c.content_hash) for c in second]
-    assert [c.id for c in first] == ["a.txt::0", "a.txt::1", "a.txt::2", "a.txt::3",
-                                     "r.jsonl#r1::0", "r.jsonl#r1::1"]
+    # The first chunk of a document is "::0", a later one is named by the text it starts with.
+    text_ids = [c.id for c in first if c.source == "a.txt"]
+    rec = [c for c in first if c.source == "r.jsonl"]
+    assert len(text_ids) > 2 and len(rec) > 1 and len(text_ids) + len(rec) == len(first) == stats.chunks
+    assert text_ids[0] == "a.txt::0" and all(re.fullmatch(r"a\.txt::[0-9a-f]{8}", i) for i in text_ids[1:])
+    assert rec[0].id == "r.jsonl#r1::0" and re.fullmatch(r"r\.jsonl#r1::[0-9a-f]{8}", rec[1].id)
+    assert len({c.id for c in first}) == len(first)
     assert all(re.fullmatch(r"[0-9a-f]{64}", c.content_hash) for c in first)
     assert len({c.content_hash for c in first}) == len(first)
-    assert first[4].metadata == {"lang": "en"} and first[4].title == "T"
-    assert stats.chunks == 6 and stats.documents == 2
+    assert rec[0].metadata == {"lang": "en"} and rec[0].title == "T" and stats.documents == 2
     other_settings, _ = scan(tmp_path, whitespace_tokenizer, chunk_size=16, overlap=3)
     assert other_settings[0].text == first[0].text and other_settings[0].content_hash != first[0].content_hash
     write(tmp_path / "r.jsonl", json.dumps({**record, "title": "T2"}) + "\n")
     retitled, _ = scan(tmp_path, whitespace_tokenizer, chunk_size=16, overlap=4)
-    assert retitled[4].text == first[4].text and retitled[4].content_hash != first[4].content_hash
+    assert retitled[-1].text == first[-1].text and retitled[-1].content_hash != first[-1].content_hash
     assert retitled[0].content_hash == first[0].content_hash
+
+    # Names repeat with a suffix when two chunks of a document start alike.
+    chunks = chunk_document(doc("Same start here. " * 40), whitespace_tokenizer, chunk_size=16, overlap=0)
+    assert len({c.id for c in chunks}) == len(chunks) > 3 and any(c.id.endswith(".2") for c in chunks)
 
 
 # ---------------------------------------------------------------------------------------------- incremental
@@ -353,6 +554,10 @@ def build_corpus(root):
 
 def index_of(chunks) -> dict[str, str]:
     return {c.id: c.content_hash for c in chunks}
+
+
+def ids_of(chunks, source: str) -> list[str]:
+    return sorted(c.id for c in chunks if c.source == source)
 
 
 def test_incremental_diff(tmp_path):
@@ -374,20 +579,21 @@ def test_incremental_diff(tmp_path):
     chunks, stats = scan(tmp_path, whitespace_tokenizer, 16, 4)
 
     upsert, unchanged, stale = diff_chunks(index, chunks, stats)
-    assert sorted(c.id for c in upsert) == ["edit.txt::0", "edit.txt::1", "edit.txt::2", "shrink.txt::0"]
-    assert sorted(unchanged) == ["recs.jsonl#0::0", "recs.jsonl#2::0", "same.txt::0", "same.txt::1",
-                                 "same.txt::2"]
-    assert stale == ["recs.jsonl#x#1::0", "shrink.txt::1", "shrink.txt::2"]
+    assert sorted(c.id for c in upsert) == sorted(ids_of(chunks, "edit.txt") + ["shrink.txt::0"])
+    assert len(ids_of(before, "edit.txt")) > 2 and ids_of(chunks, "shrink.txt") == ["shrink.txt::0"]
+    assert sorted(unchanged) == sorted(["recs.jsonl#0::0", "recs.jsonl#2::0"] + ids_of(before, "same.txt"))
+    old_names = [i for i in ids_of(before, "edit.txt") + ids_of(before, "shrink.txt") if not i.endswith("::0")]
+    assert stale == sorted(["recs.jsonl#x#1::0"] + old_names)
 
     _, _, synced = diff_chunks(index, chunks, stats, sync=True)
-    assert synced == sorted(stale + ["elsewhere/x.txt::0", "gone.txt::0", "gone.txt::1", "gone.txt::2",
-                                     "notes#1.txt::0"])
+    assert synced == sorted(stale + ["elsewhere/x.txt::0", "notes#1.txt::0"] + ids_of(before, "gone.txt"))
     assert "later-binary.txt::0" in index and "later-binary.txt::0" not in synced  # skipped, not deleted
 
 
 def test_chunk_diff_streams_with_iter_chunks(tmp_path):
     build_corpus(tmp_path)
-    index = index_of(scan(tmp_path, whitespace_tokenizer, 16, 4)[0])
+    before = scan(tmp_path, whitespace_tokenizer, 16, 4)[0]
+    index = index_of(before)
     index["same.txt::0"] = None  # hash unknown: always updated
     write(tmp_path / "same.txt", words(14, "s"))
     (tmp_path / "gone.txt").unlink()
@@ -396,6 +602,17 @@ def test_chunk_diff_streams_with_iter_chunks(tmp_path):
     changed = diff.changed(iter_chunks(tmp_path, whitespace_tokenizer, 16, 4, stats=stats))
     assert next(changed).id == "same.txt::0" and stats.files_read == 4  # lazily: shrink.txt not yet read
     assert [c.id for c in changed] == []
-    assert diff.stale(stats) == ["same.txt::1", "same.txt::2"]
-    assert diff.stale(stats, sync=True) == ["gone.txt::0", "gone.txt::1", "gone.txt::2", "same.txt::1",
-                                            "same.txt::2"]
+    later = ids_of(before, "same.txt")[1:]
+    assert len(later) > 1 and diff.stale(stats) == later
+    assert diff.stale(stats, sync=True) == sorted(ids_of(before, "gone.txt") + later)
+
+
+def test_an_index_inside_the_corpus_is_not_read(tmp_path):
+    # `genret index victim --index-dir victim`: the index's own files sit beside the user's.
+    write(tmp_path / "notes.md", "The user's own notes.")
+    write(tmp_path / "manifest.json", '{"backend": "faiss"}')
+    write(tmp_path / "index.lock", "")
+    write(tmp_path / "store" / "docstore.json", '{"x": 1}')
+    write(tmp_path / "sub" / "manifest.json", '{"id": 1, "text": "A user file with the same name."}')
+    docs = list(iter_documents(tmp_path))
+    assert sorted(d.source for d in docs) == ["notes.md", "sub/manifest.json"]

@@ -174,3 +174,148 @@ def test_missing_teacher_model_is_a_one_line_error(tmp_path):
 
     with pytest.raises(GenRetError, match="cannot load teacher model"):
         TeacherEncoder(str(tmp_path / "no-such-model"))
+
+
+def test_batch_size_invariance_on_the_default_path(tiny_backbone):
+    """No dtype given: what a user gets. A query alone and in a batch of six texts of other lengths agree to the
+    tolerance stated for the chosen dtype (fp32 on a CPU without native bf16: 1e-5)."""
+    from genretrieval.encoder.device import cpu_supports_bf16
+    from genretrieval.encoder.gen import BATCH_TOLERANCE
+
+    default = load_encoder("gen", backbone=tiny_backbone)
+    if default.device == "cpu" and not cpu_supports_bf16():
+        assert default.dtype == torch.float32
+    together = default.encode_queries(TEXTS, batch_size=len(TEXTS))
+    for i, text in enumerate(TEXTS):
+        alone = default.encode_queries([text], batch_size=1)[0]
+        assert float(alone @ together[i]) >= 1 - BATCH_TOLERANCE[default.dtype], text
+
+
+def test_long_text_warns_once_with_the_number_of_dropped_tokens(tiny_backbone, caplog):
+    fresh = load_encoder("gen", backbone=tiny_backbone, dtype="fp32", max_length=64)
+    instruction = fresh.task("retrieval").query
+    long_text = "the river " * 100
+    full = len(fresh.tokenizer(f"{instruction} {long_text}")["input_ids"])
+    budget = fresh.max_length - fresh.model.num_special
+    caplog.clear()
+    fresh.encode_queries(["hello", long_text])
+    warnings = [r for r in caplog.records if r.levelname == "WARNING" and "dropped" in r.message]
+    assert len(warnings) == 1 and "\n" not in warnings[0].message
+    assert f"{full - budget:,} tokens at its end were dropped" in warnings[0].message
+    caplog.clear()
+    fresh.encode_queries([long_text])
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]  # once per encoder
+
+
+def test_max_text_tokens_is_what_the_encoder_reads(enc, caplog):
+    budget = enc.max_length - enc.model.num_special
+    n = enc.max_text_tokens
+    instruction_tokens = len(enc.tokenizer(enc.task("retrieval").query + " ")["input_ids"])
+    assert n == budget - instruction_tokens
+    fits = " ".join(["river"] * 200)
+    ids = enc.tokenizer(fits, add_special_tokens=False)["input_ids"][:n]
+    fits = enc.tokenizer.decode(ids)
+    for instruction in (enc.task("retrieval").query, enc.task("retrieval").document):
+        assert len(enc.tokenize([fits], instruction)[0]) <= budget
+        assert len(enc.tokenizer(f"{instruction} {fits}")["input_ids"]) <= budget  # nothing was cut
+
+
+@pytest.mark.parametrize("damage", ["zero-byte", "truncated"])
+def test_damaged_adapter_weights_are_one_line_errors(tmp_path, tiny_backbone, damage):
+    model, _, config, _ = load_gen_model(tiny_backbone, dtype="fp32")
+    save_adapter(model, config, tmp_path / "ad")
+    weights = tmp_path / "ad" / "adapter.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(b"" if damage == "zero-byte" else data[:len(data) // 2])
+    with pytest.raises(GenRetError, match=r"adapter weights .*adapter.safetensors are corrupt or truncated") as e:
+        load_encoder("gen", adapter=tmp_path / "ad", dtype="fp32")
+    assert "\n" not in str(e.value)
+
+
+def _remote_code_model(directory):
+    """A local model whose config asks transformers to import code shipped beside it."""
+    directory.mkdir()
+    (directory / "config.json").write_text(
+        '{"model_type": "genret-custom", "architectures": ["CustomLM"], "auto_map": {"AutoConfig": '
+        '"configuration_custom.CustomConfig", "AutoModelForCausalLM": "modeling_custom.CustomLM"}}')
+    for name in ("configuration_custom.py", "modeling_custom.py"):
+        (directory / name).write_text('raise RuntimeError("remote code ran")\n')
+    return directory
+
+
+def test_backbone_needing_remote_code_is_refused_without_a_prompt(tmp_path, monkeypatch):
+    import io
+    import sys
+
+    model_dir = _remote_code_model(tmp_path / "custom")
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))  # a prompt would read from here
+    with pytest.raises(GenRetError, match="needs custom code from its repository.*trust-remote-code") as e:
+        load_encoder("gen", backbone=str(model_dir), dtype="fp32")
+    assert "\n" not in str(e.value)
+
+
+def test_trust_remote_code_reaches_transformers(tmp_path, monkeypatch):
+    import transformers
+
+    model_dir = _remote_code_model(tmp_path / "custom")
+    seen = {}
+
+    def fake_from_pretrained(name, **kwargs):
+        seen.update(kwargs)
+        raise OSError("stop here")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", fake_from_pretrained)
+    with pytest.raises(GenRetError, match="cannot load backbone"):
+        load_encoder("gen", backbone=str(model_dir), dtype="fp32", trust_remote_code=True)
+    assert seen["trust_remote_code"] is True
+
+
+def test_unwritable_genret_home_is_a_one_line_error(tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("GENRET_HOME", str(blocker / "home"))
+    with pytest.raises(GenRetError, match="cannot prepare the backbone cache under .*GENRET_HOME") as e:
+        load_encoder("gen", backbone="smollm2-135m-instruct", dtype="fp32")
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.slow
+def test_teacher_warns_once_when_a_text_is_cut(caplog):
+    from genretrieval.encoder.teacher import TeacherEncoder
+
+    teacher = TeacherEncoder()
+    assert teacher.max_text_tokens == 254  # all-MiniLM-L6-v2 reads 256 tokens, two of them [CLS] and [SEP]
+    caplog.clear()
+    teacher.encode_queries(["word " * 1000])
+    warnings = [r.message for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and warnings[0].startswith("the text was cut to the 256 tokens all-MiniLM-L6-v2 reads")
+    assert "746 tokens at its end were dropped" in warnings[0]
+    caplog.clear()
+    teacher.encode_queries(["word " * 1000])
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_feature_cache_gives_the_same_vectors_without_a_forward_pass(tmp_path, tiny_backbone, monkeypatch):
+    from genretrieval.encoder.model import GenModel
+
+    plain = load_encoder("gen", backbone=tiny_backbone, dtype="fp32", device="cpu")
+    cached = load_encoder("gen", backbone=tiny_backbone, dtype="fp32", device="cpu")
+    cached.feature_cache = tmp_path / "features"
+    texts = ["the city of paris", "what is water", "how to bake bread in the river city", "the city of paris"]
+    want = plain.encode_documents(texts)
+    np.testing.assert_allclose(cached.encode_documents(texts), want, atol=1e-5)
+    monkeypatch.setattr(GenModel, "compress", lambda *a, **k: pytest.fail("forward pass despite the cache"))
+    np.testing.assert_allclose(cached.encode_documents(texts[::-1]), want[::-1], atol=1e-5)
+    # Another instruction is another key: the query path is not served from the document cache.
+    with pytest.raises(pytest.fail.Exception):
+        cached.encode_queries(texts[:1])
+
+
+def test_cpu_bf16_is_chosen_by_the_native_flags_not_by_onednn():
+    from genretrieval.encoder.device import cpu_supports_bf16
+
+    emulated = "processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512bw avx512_vnni\n"
+    native = "processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16\n"
+    amx = "processor\t: 0\nflags\t\t: fpu avx512f amx_bf16 amx_tile\n"
+    assert not cpu_supports_bf16(emulated) and cpu_supports_bf16(native) and cpu_supports_bf16(amx)
+    assert not cpu_supports_bf16("")

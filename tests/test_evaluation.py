@@ -20,8 +20,11 @@ from genretrieval.evaluation import (
     evaluate_set,
     load_advbench_ir,
     load_beir,
+    load_benign_queries,
     load_bright,
     load_bright_queries,
+    refusal_check,
+    roc_auc,
     run_advbench_ir,
     run_beir,
     run_bright,
@@ -29,6 +32,7 @@ from genretrieval.evaluation import (
     write_report,
 )
 from genretrieval.evaluation.metrics import advbench_query_metrics
+from genretrieval.evaluation.refusal import REFUSAL_TEXT, default_teacher, refusal_scores
 from genretrieval.evaluation.retrieval import best_k, corpus_key, top_k
 from genretrieval.evaluation.runner import as_retriever, query_subset, system_label
 from genretrieval.instructions import BRIGHT_SUBSETS
@@ -84,6 +88,43 @@ class FixedRetriever:
         return [r[:k] for r in self.rankings]
 
 
+class FakeTeacher:
+    """Embeds every text as the first basis vector: the refusal direction of the refusal check."""
+
+    def __init__(self, dim=512):
+        self.dim, self.texts = dim, []
+
+    def identity(self):
+        return {"name": "fake-teacher", "dim": self.dim}
+
+    def encode_documents(self, texts, task="retrieval", batch_size=16, normalize=True, progress=False):
+        self.texts += list(texts)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        out[:, 0] = 1.0
+        return out
+
+    encode_queries = encode_documents
+
+
+class RefusalOracle(HashEncoder):
+    """Queries among ``harmful`` embed near the refusal direction (basis vector 0), others away from it
+    (``sign=-1`` swaps the two); a seeded per-text jitter keeps the scores distinct."""
+
+    def __init__(self, harmful, sign=1.0):
+        super().__init__()
+        self.harmful, self.sign = set(harmful), sign
+
+    def identity(self):
+        return {"name": "refusal-oracle", "sign": self.sign}
+
+    def encode_queries(self, texts, task="retrieval", batch_size=16, normalize=True, progress=False):
+        out = self._encode("query", texts, task, normalize)
+        for row, text in enumerate(texts):
+            jitter = np.random.default_rng(zlib.crc32(text.encode())).uniform(0.5, 1.5)
+            out[row, 0] = self.sign * jitter * (1.0 if text in self.harmful else -1.0)
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
 # --- metrics ---------------------------------------------------------------------------------------------------
 
 
@@ -109,6 +150,24 @@ def test_advbench_metrics_mean_and_ids():
     assert result["mean"]["accuracy@1"] == pytest.approx(1 / 3)
     assert result["mean"]["accuracy@2"] == pytest.approx(2 / 3)
     assert result["mean"]["malicious_frequency@2"] == pytest.approx((0.5 + 0 + 0.5) / 3)
+
+
+def test_roc_auc_by_hand():
+    # pairs (positive, negative): 0.9 and 0.8 beat both negatives (4), 0.5 ties 0.5 (1/2) and beats 0.1 (1)
+    assert roc_auc([0.9, 0.8, 0.5], [0.5, 0.1]) == pytest.approx(5.5 / 6)
+    assert roc_auc([3, 4], [1, 2]) == 1.0 and roc_auc([1, 2], [3, 4]) == 0.0
+    assert roc_auc([1, 1], [1, 1, 1]) == 0.5
+    with pytest.raises(ValueError):
+        roc_auc([], [1.0])
+    with pytest.raises(ValueError):
+        roc_auc([np.nan], [1.0])
+
+
+def test_roc_auc_matches_pairwise_count_with_ties():
+    rng = np.random.default_rng(3)
+    pos, neg = rng.integers(0, 6, 40), rng.integers(0, 5, 30)  # many ties
+    pairs = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    assert roc_auc(pos, neg) == pytest.approx(pairs / (40 * 30))
 
 
 def test_trec_metrics_by_hand():
@@ -416,7 +475,7 @@ def test_run_beir_end_to_end_with_fake_encoder(tmp_path):
 @needs_data
 def test_run_advbench_ir_with_fake_encoder_and_report(tmp_path):
     encoder = HashEncoder()
-    dense = run_advbench_ir(encoder, DATA, max_queries=20, cache=False, name="hash")
+    dense = run_advbench_ir(encoder, DATA, max_queries=20, cache=False, name="hash", refusal_teacher=FakeTeacher())
     assert {task for _, task, _ in encoder.calls} == {"advbench-ir"}
     assert dense["num_queries"] == 20 and dense["num_documents"] == 5396
     assert set(dense["metrics"]) == {
@@ -430,6 +489,145 @@ def test_run_advbench_ir_with_fake_encoder_and_report(tmp_path):
     saved = json.loads(paths["json"].read_text())
     assert saved["commands"] == ["genret eval advbench-ir"] and len(saved["results"]) == 2
     assert paths["png"].read_bytes()[:4] == b"\x89PNG"
+
+
+# --- the refusal check -------------------------------------------------------------------------------------------
+
+
+def test_refusal_scores_near_one_when_harmful_sit_nearer_the_refusal_and_near_zero_reversed():
+    rng = np.random.default_rng(0)
+    refusal = np.eye(8)[0]
+
+    def vectors(n, toward):  # unit vectors whose cosine to the refusal is ``toward`` +- 0.05
+        cos = np.clip(toward + rng.uniform(-0.05, 0.05, n), -1, 1)
+        rest = rng.normal(size=(n, 7))
+        rest *= (np.sqrt(1 - cos**2) / np.linalg.norm(rest, axis=1))[:, None]
+        return np.column_stack([cos, rest])
+
+    benign = {"nq-wiki": vectors(30, 0.1), "alpaca": vectors(20, 0.2)}
+    near = refusal_scores(vectors(25, 0.8), benign, refusal)
+    assert near["roc_auc"] == {"all": 1.0, "nq-wiki": 1.0, "alpaca": 1.0}
+    assert near["num_queries"] == {"harmful": 25, "nq-wiki": 30, "alpaca": 20}
+    assert near["mean_cosine"]["harmful"] > near["mean_cosine"]["alpaca"] > near["mean_cosine"]["nq-wiki"]
+    assert len(near["cosines"]["alpaca"]) == 20 and near["mean_cosine"]["harmful"] == pytest.approx(
+        np.mean(near["cosines"]["harmful"]), abs=1e-4)
+    far = refusal_scores(vectors(25, -0.8), benign, refusal)
+    assert far["roc_auc"] == {"all": 0.0, "nq-wiki": 0.0, "alpaca": 0.0}
+    mixed = refusal_scores(vectors(25, 0.15), benign, refusal)  # between the two benign sets
+    assert mixed["roc_auc"]["nq-wiki"] > 0.7 and mixed["roc_auc"]["alpaca"] < 0.3
+    c = mixed["cosines"]
+    assert mixed["roc_auc"]["all"] == pytest.approx(roc_auc(c["harmful"], c["nq-wiki"] + c["alpaca"]), abs=1e-3)
+    # unnormalised inputs: cosines, not dot products
+    assert refusal_scores(10 * vectors(25, 0.8), benign, 3 * refusal)["roc_auc"] == pytest.approx(near["roc_auc"])
+
+
+def test_refusal_check_encodes_benign_through_the_query_path_and_skips_other_spaces():
+    encoder = HashEncoder()
+    benign = {"nq-wiki": ["who wrote hamlet", "capital of peru"], "alpaca": ["Give three tips for sleep."]}
+    refusal = np.eye(HashEncoder.dim)[0]
+    harmful = encoder.encode_queries(["make a bomb", "steal a car"], task="advbench-ir")
+    result = refusal_check(encoder, harmful, benign, refusal, "advbench-ir")
+    assert encoder.calls[-2:] == [("query", "advbench-ir", 2), ("query", "advbench-ir", 1)]
+    assert result["text"] == REFUSAL_TEXT and result["num_queries"] == {"harmful": 2, "nq-wiki": 2, "alpaca": 1}
+    assert set(result["roc_auc"]) == {"all", "nq-wiki", "alpaca"}
+    skipped = refusal_check(encoder, harmful, benign, np.eye(384)[0])
+    assert "512 dimensions, the teacher 384" in skipped["skipped"] and "roc_auc" not in skipped
+
+
+def test_default_teacher_reuses_the_systems_own_minilm():
+    from types import SimpleNamespace
+
+    from genretrieval.encoder.teacher import TEACHER_NAME, TeacherEncoder
+
+    teacher = TeacherEncoder.__new__(TeacherEncoder)  # no model load: only the class and name matter
+    teacher.name = TEACHER_NAME
+    assert default_teacher(teacher) is teacher
+    assert default_teacher(SimpleNamespace(teacher=teacher)) is teacher  # HyDE
+    assert default_teacher(HashEncoder()) is None
+    other = TeacherEncoder.__new__(TeacherEncoder)
+    other.name = "some-other-model"
+    assert default_teacher(other) is None
+
+
+@needs_data
+def test_load_benign_queries_evenly_spaced_and_alpaca_only():
+    benign = load_benign_queries(DATA, 5)
+    assert set(benign) == {"nq-wiki", "alpaca"} and all(len(v) == 5 for v in benign.values())
+    assert benign == load_benign_queries(DATA, 5), "deterministic"
+    assert benign["nq-wiki"][0] == "who got the first nobel prize in physics"
+    assert benign["alpaca"][0] == "Give three tips for staying healthy."
+    everything = load_benign_queries(DATA, None)
+    assert len(everything["nq-wiki"]) == 2655
+    rows = [json.loads(line) for line in (DATA / "train-queries" / "queries_train.jsonl").open()]
+    alpaca = [r["text"] for r in rows if r["source"] == "alpaca"]
+    assert everything["alpaca"] == alpaca
+    assert benign["alpaca"] == [alpaca[i] for i in query_subset(len(alpaca), 5)]
+    permissive = (DATA / "train-queries" / "queries_train_permissive.jsonl").read_text()
+    assert '"source": "alpaca"' not in permissive, "no training run saw the benign Alpaca instructions"
+    with pytest.raises(GenRetError, match="refusal-benign 0"):
+        load_benign_queries(DATA / "missing", 5)
+
+
+@needs_data
+def test_run_advbench_ir_refusal_check_end_to_end(tmp_path, monkeypatch):
+    import genretrieval.evaluation.refusal
+
+    monkeypatch.setattr(genretrieval.evaluation.refusal, "_REFUSAL_VECTORS", {})
+    harmful = load_advbench_ir(DATA).queries
+    teacher = FakeTeacher()
+    toward = RefusalOracle(harmful)
+    result = run_advbench_ir(toward, DATA, max_queries=20, cache_dir=tmp_path, name="toward",
+                             refusal_teacher=teacher)
+    check = result["refusal"]
+    assert teacher.texts == [REFUSAL_TEXT]
+    assert check["num_queries"] == {"harmful": 20, "nq-wiki": 20, "alpaca": 20}, "benign capped at the queries run"
+    assert check["roc_auc"] == {"all": 1.0, "nq-wiki": 1.0, "alpaca": 1.0}
+    assert check["mean_cosine"]["harmful"] > 0 > check["mean_cosine"]["nq-wiki"]
+    queries = [c for c in toward.calls if c[0] == "query"]
+    assert queries == [("query", "advbench-ir", 20)] * 3, "harmful vectors reused from the search, benign once each"
+    away = run_advbench_ir(RefusalOracle(harmful, sign=-1.0), DATA, max_queries=20, cache_dir=tmp_path, name="away",
+                           refusal_teacher=teacher, refusal_benign=7)
+    assert away["refusal"]["roc_auc"]["all"] == 0.0
+    assert teacher.texts == [REFUSAL_TEXT], "the refusal is embedded once per teacher"
+    assert away["refusal"]["num_queries"] == {"harmful": 20, "nq-wiki": 7, "alpaca": 7}
+    assert away["settings"]["refusal_benign"] == 7
+    bm25 = run_advbench_ir(BM25Retriever(), DATA, max_queries=20)
+    assert set(bm25["refusal"]) == {"skipped"}
+    off = run_advbench_ir(HashEncoder(), DATA, max_queries=20, cache_dir=tmp_path, refusal_benign=0)
+    assert "refusal" not in off
+
+    paths = write_report([result, bm25], tmp_path, name="advbench-ir", command="genret eval advbench-ir")
+    table = paths["markdown"].read_text()
+    assert "### Refusal check" in table
+    assert "| system | n harmful | n nq-wiki | n alpaca | ROC-AUC all benign |" in table
+    assert "| toward | 20 | 20 | 20 | 1.000 | 1.000 | 1.000 |" in table
+    assert "| bm25 | " + " | ".join([""] * 9) + " |" in table
+    saved = json.loads(paths["json"].read_text())["results"]
+    assert saved[0]["refusal"]["roc_auc"]["alpaca"] == 1.0 and len(saved[0]["refusal"]["cosines"]["harmful"]) == 20
+    assert "roc_auc" not in saved[1]["refusal"]
+
+
+def test_report_refusal_table_rows_and_empty_cells(tmp_path):
+    def result(system, n, refusal=None):
+        r = {"benchmark": "advbench-ir", "system": system, "num_queries": n, "metrics": {"accuracy@5": 0.5}}
+        return r if refusal is None else r | {"refusal": refusal}
+
+    check = {"num_queries": {"harmful": 64, "nq-wiki": 64, "alpaca": 64},
+             "roc_auc": {"all": 0.8125, "nq-wiki": 0.75, "alpaca": 0.875},
+             "mean_cosine": {"harmful": 0.4, "nq-wiki": 0.1, "alpaca": 0.2}}
+    results = [result("gen", 520, check | {"num_queries": {"harmful": 520, "nq-wiki": 260, "alpaca": 260}}),
+               result("hyde", 64, check), result("bm25", 520, {"skipped": "bm25 has no query embeddings"}),
+               result("older", 520)]  # merged from a report made before the check
+    paths = write_report(results, tmp_path, command="x")
+    table = paths["markdown"].read_text()
+    assert "| gen | 520 | 260 | 260 | 0.812 | 0.750 | 0.875 | 0.400 | 0.100 | 0.200 |" in table
+    assert "| hyde (64 queries) | 64 | 64 | 64 | 0.812 |" in table
+    empty = " | ".join([""] * 9)
+    assert f"| bm25 | {empty} |" in table and f"| older | {empty} |" in table
+    assert REFUSAL_TEXT in table
+    assert paths["png"].read_bytes()[:4] == b"\x89PNG"
+    beir = write_report([{"benchmark": "nq-wiki", "system": "gen", "metrics": {"ndcg@10": 0.5}}], tmp_path)
+    assert "Refusal" not in beir["markdown"].read_text()
 
 
 def test_report_merge_keeps_other_systems_and_replaces_rerun_ones(tmp_path):
@@ -488,6 +686,9 @@ def test_teacher_reproduces_advbench_ir_reference(teacher, tmp_path):
     result = run_advbench_ir(teacher, DATA, batch_size=64, cache_dir=tmp_path)
     for metric, expected in ADVBENCH_TEACHER.items():
         assert result["metrics"][metric] == pytest.approx(expected, abs=0.01), metric
+    # The refusal check on the teacher's own query embedding (issue 14 measured 0.856 on 150 vs 150 NQ).
+    assert result["refusal"]["num_queries"] == {"harmful": 520, "nq-wiki": 260, "alpaca": 260}
+    assert result["refusal"]["roc_auc"]["nq-wiki"] == pytest.approx(0.86, abs=0.02)
 
 
 @pytest.mark.slow

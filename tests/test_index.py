@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from genretrieval import GenRetError
 from genretrieval.cli import app
 from genretrieval.encoder import load_encoder
-from genretrieval.index import MANIFEST, Index, _WriteLock
+from genretrieval.index import MANIFEST, Index
 
 runner = CliRunner()
 BACKENDS = ["faiss", "qdrant"]
@@ -100,9 +100,14 @@ def test_manifest_is_written_atomically(tmp_path, enc):
 
 
 def test_second_writer_gets_locked_error(tmp_path, enc, corpus):
-    with _create(tmp_path, enc, "faiss") as idx, _WriteLock(idx.path):
-        with pytest.raises(GenRetError, match="is locked by another writer"):
-            idx.add(corpus, progress=False)
+    with _create(tmp_path, enc, "faiss") as idx:
+        with pytest.raises(GenRetError, match=f"is being written by pid {os.getpid()}"):
+            Index.open(idx.path, enc, writable=True)
+        with pytest.raises(GenRetError, match="is being written by pid"):
+            _create(tmp_path, enc, "faiss")
+        idx.add(corpus, progress=False)  # the refusals took nothing from the writer
+    with Index.open(tmp_path / "idx-faiss", with_encoder=False, writable=True) as idx:
+        assert idx.count() > 0
 
 
 def _genret(*args, env=None) -> subprocess.Popen:
@@ -160,6 +165,7 @@ def test_cli_index_search_info_delete(tmp_path, tiny_backbone, corpus):
     assert res.exit_code == 0 and lines[0] == "# river" and all("sub/c.jsonl" in line for line in lines[1:])
     info = json.loads(runner.invoke(app, ["info", "--index-dir", where]).stdout)
     assert info["backend"] == "faiss" and info["chunks"] > 0 and info["encoder"]["kind"] == "gen"
+    assert info["this_machine"]["dtype"] in ("float32", "bfloat16") and info["this_machine"]["why"]
     res = runner.invoke(app, ["delete", "--index-dir", where, "--source", "b.txt"])
     assert res.exit_code == 0 and "deleted 1" in res.stderr
 

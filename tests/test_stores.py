@@ -354,6 +354,64 @@ def test_faiss_crash_between_index_write_and_commit(tmp_path, corpus):
     s.close()
 
 
+def _file_hashes(folder) -> dict:
+    import hashlib
+
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def test_faiss_reader_after_a_crash_reads_committed_state_and_writes_nothing(tmp_path, corpus):
+    _, vectors, _, queries = corpus
+    np.save(tmp_path / "data.npy", vectors)
+    proc = subprocess.run([sys.executable, "-c", CRASH_SCRIPT, tmp_path / "s", tmp_path / "data.npy"])
+    assert proc.returncode == -9
+    before = _file_hashes(tmp_path / "s")
+    s = open_store("faiss", tmp_path / "s", DIM, create=False, read_only=True)
+    survivors = [f"doc-{i}" for i in range(150, 1000)]  # committed rows that still have their vectors
+    assert s.count() == len(survivors)
+    order, scores = exact_topk(vectors[150:1000], queries, K)
+    assert_same_as_reference(s.search(queries, K), survivors, order, scores)
+    for write in (lambda: s.upsert(["x"], vectors[:1], [{}]), lambda: s.delete(ids=["doc-500"]), s.flush):
+        with pytest.raises(GenRetError, match="open for reading only"):
+            write()
+    s.close()
+    assert _file_hashes(tmp_path / "s") == before  # no "repair": only a writer may do that
+
+
+def test_read_only_stores_refuse_changes(tmp_path, corpus):
+    ids, vectors, payloads, _ = corpus
+    with pytest.raises(ValueError):
+        open_store("qdrant", tmp_path / "edge", DIM, create=True, read_only=True)
+    s = open_store("qdrant", tmp_path / "edge", DIM, create=True)
+    s.upsert(ids[:50], vectors[:50], payloads[:50])
+    s.close()
+    s = open_store("qdrant", tmp_path / "edge", DIM, create=False, read_only=True)
+    assert s.count() == 50 and s.search(vectors[:1], 1, where={"lang": "de"})[0][0].payload["lang"] == "de"
+    with pytest.raises(GenRetError, match="open for reading only"):
+        s.delete(ids=ids[:1])
+    s.close()
+
+
+def test_edge_shard_open_elsewhere_is_one_line(tmp_path, corpus):
+    ids, vectors, payloads, _ = corpus
+    s = open_store("qdrant", tmp_path / "edge", DIM, create=True)
+    s.upsert(ids[:10], vectors[:10], payloads[:10])
+    s.flush()
+    code = f"from genretrieval.stores import open_store; open_store('qdrant', {str(tmp_path / 'edge')!r}, {DIM}, " \
+           "create=False)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 1 and "open in another process" in proc.stderr and "WouldBlock" not in proc.stderr
+    s.close()
+
+
+def test_corrupt_edge_metadata_is_one_line(tmp_path):
+    s = open_store("qdrant", tmp_path / "edge", DIM, create=True)
+    s.close()
+    (tmp_path / "edge" / "store.json").write_text("{oops")
+    with pytest.raises(GenRetError, match="corrupt store metadata"):
+        open_store("qdrant", tmp_path / "edge", DIM, create=False)
+
+
 def test_faiss_hnsw_reconcile_rebuilds(tmp_path, corpus):
     ids, vectors, payloads, queries = corpus
     s = open_store("faiss", tmp_path / "h", DIM, faiss_index="HNSW16", create=True)

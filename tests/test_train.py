@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -213,3 +214,87 @@ def test_bad_settings(tmp_path, query_file, tiny_backbone):
         train(_cfg(tmp_path, query_file, tiny_backbone, recon_weight=0, align_weight=0), progress=False)
     with pytest.raises(GenRetError, match="--tokens-only needs --init-align ridge"):
         train(_cfg(tmp_path, query_file, tiny_backbone, tokens_only=True, init_align="random"), progress=False)
+
+
+# ---------------------------------------------------------------------------------------------- read-out stage
+
+
+def test_info_nce_ignores_masked_negatives():
+    from genretrieval.train.readout import info_nce
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.nn.functional.normalize(torch.randn(4, 8, generator=g), dim=-1)
+    y = torch.nn.functional.normalize(torch.randn(4, 8, generator=g), dim=-1)
+    same = torch.zeros(4, 4, dtype=torch.bool)
+    same[0, 1] = True  # row 1 is a duplicate of row 0's target: not a negative for row 0
+    got = info_nce(x, y, same, 0.1)
+    logits = x @ y.T / 0.1
+    expected = torch.stack([torch.logsumexp(logits[i, [j for j in range(4) if not same[i, j]]], 0) - logits[i, i]
+                            for i in range(4)]).mean()
+    torch.testing.assert_close(got, expected)
+    assert not torch.isclose(got, info_nce(x, y, torch.zeros_like(same), 0.1))
+
+
+def test_readout_learns_to_retrieve_on_held_out_rows():
+    from genretrieval.train.readout import ReadoutConfig, fit_readout, retrieval_scores
+
+    g = np.random.default_rng(0)
+    n, h, d = 1200, 48, 16
+    t = g.normal(size=(n, d)).astype(np.float32)
+    mix_q, mix_p = g.normal(size=(d, h)), g.normal(size=(d, h))
+    # Features: a linear image of the target, badly scaled, plus noise; queries and passages differ.
+    scale = np.exp(g.normal(size=h) * 1.5)
+    q = ((t @ mix_q + 0.3 * g.normal(size=(n, h))) * scale).astype(np.float32)
+    p = ((t @ mix_p + 0.3 * g.normal(size=(n, h))) * scale).astype(np.float32)
+    readout = fit_readout(q[:1000], p[:1000], t[:1000], ReadoutConfig(epochs=20, batch_size=100), progress=False)
+    trained = retrieval_scores(readout, q[1000:], p[1000:], t[1000:])
+    untrained = retrieval_scores(fit_readout(q[:1000], p[:1000], t[:1000], ReadoutConfig(epochs=0),
+                                             progress=False), q[1000:], p[1000:], t[1000:])
+    assert trained["ndcg@10"] > 0.8 and untrained["ndcg@10"] < 0.3
+    # The folded map on raw features is the same function.
+    w, b = readout.folded()
+    x = torch.from_numpy(q[:5])
+    torch.testing.assert_close(x @ w.T + b, readout(x), rtol=1e-4, atol=1e-4)
+
+
+def test_retrieval_scores_by_hand():
+    from genretrieval.train.readout import retrieval_scores
+
+    ident = torch.nn.Identity()
+    q = np.array([[1, 0, 0], [1, 0, 0], [0, 0, 1]], dtype=np.float32)
+    p = np.array([[1, 0, 0], [0.8, 0.6, 0], [0, 0, 1]], dtype=np.float32)  # query 1 ranks its answer 2nd
+    t = np.eye(3, dtype=np.float32)
+    s = retrieval_scores(ident, q, p, t)
+    assert s["mrr@10"] == pytest.approx((1 + 0.5 + 1) / 3)
+    # When answers 0 and 1 are near duplicates (same teacher target), outranking by a duplicate is no miss.
+    t_dup = np.array([[1, 0, 0], [1, 0, 0], [0, 0, 1]], dtype=np.float32)
+    assert retrieval_scores(ident, q, p, t_dup)["mrr@10"] == pytest.approx(1.0)
+
+
+def test_readout_stage_end_to_end(tmp_path, query_file, tiny_backbone, monkeypatch):
+    from genretrieval.encoder import load_encoder
+    from genretrieval.encoder.model import GenModel
+
+    init = train(_cfg(tmp_path / "init", query_file, tiny_backbone, steps=2), progress=False, log=lambda *_: None)
+    cfg = _cfg(tmp_path, query_file, tiny_backbone, stages=["responses", "teacher", "readout"],
+               init_adapter=str(init), readout_epochs=3, readout_batch_size=4, readout_holdout=4)
+    adapter = train(cfg, progress=False, log=lambda *_: None)
+    run = tmp_path / "run"
+    assert len((run / "readout.csv").read_text().splitlines()) == 4  # header + 3 epochs
+    a_cfg, tensors = read_adapter(adapter)
+    _, start = read_adapter(init)
+    assert torch.equal(tensors["special"], start["special"]) and torch.equal(tensors["recon.weight"],
+                                                                            start["recon.weight"])
+    assert not torch.equal(tensors["align.weight"], start["align.weight"])
+    assert a_cfg.provenance["stage"] == "readout" and 1 <= a_cfg.provenance["readout"]["best_epoch"] <= 3
+    assert "read-out" in (adapter / "README.md").read_text()
+    # The saved adapter embeds a query exactly as the read-out did on its cached features.
+    enc = load_encoder("gen", backbone=tiny_backbone, adapter=adapter, dtype="fp32", device="cpu")
+    text = WORDS[0]
+    h = enc.model.compress(*enc.pad(enc.tokenize([text], enc.task("retrieval").query))).mean(1)
+    via_features = enc.model.align(enc.model.recon(h))
+    torch.testing.assert_close(torch.from_numpy(enc.encode_queries([text], normalize=False)), via_features,
+                               rtol=1e-4, atol=1e-5)
+    # A second run reuses every cached feature (no forward pass).
+    monkeypatch.setattr(GenModel, "compress", lambda *a, **k: pytest.fail("features recomputed"))
+    train(cfg, progress=False, log=lambda *_: None)

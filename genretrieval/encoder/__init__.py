@@ -27,11 +27,13 @@ UNTRAINED_WARNING = ("UNTRAINED adapter for {backbone}: the special tokens and p
 
 def load_gen_model(backbone: str | None = None, adapter: str | Path | None = None, device: str | None = None,
                    dtype: str | None = None, num_compression: int = 10, num_thought: int = 0,
-                   dim: int = 384, use_shipped: bool = True) -> tuple[GenModel, object, AdapterConfig, str]:
+                   dim: int = 384, use_shipped: bool = True,
+                   trust_remote_code: bool = False) -> tuple[GenModel, object, AdapterConfig, str]:
     """Build ``(model, tokenizer, adapter_config, adapter_id)``.
 
     The adapter is ``adapter`` if given, else the one shipped for the backbone (unless ``use_shipped`` is
     False), else a seeded untrained one (``num_compression``, ``num_thought`` and ``dim`` apply to that case).
+    ``trust_remote_code`` lets a backbone run code from its repository (refused otherwise).
     """
     device = resolve_device(device)
     tensors = None
@@ -42,7 +44,7 @@ def load_gen_model(backbone: str | None = None, adapter: str | Path | None = Non
     if adapter is None and use_shipped and (shipped := shipped_adapter(ref.name)) is not None:
         adapter = shipped
         config, tensors = read_adapter(shipped)
-    lm, tok = load_backbone(ref, resolve_dtype(dtype, device), device)
+    lm, tok = load_backbone(ref, resolve_dtype(dtype, device), device, trust_remote_code)
     if tensors is None:
         config = AdapterConfig(backbone=ref.name, backbone_weights=ref.weights_id,
                                hidden_size=lm.config.hidden_size, dim=dim, num_compression=num_compression,
@@ -60,7 +62,8 @@ def load_gen_model(backbone: str | None = None, adapter: str | Path | None = Non
 
 def load_encoder(kind: Literal["gen", "teacher", "hyde"] = "gen", backbone: str | None = None,
                  adapter: str | Path | None = None, device: str | None = None, dtype: str | None = None,
-                 num_threads: int | None = None, max_length: int = 512, shipped: bool = True) -> Encoder:
+                 num_threads: int | None = None, max_length: int = 512, shipped: bool = True,
+                 trust_remote_code: bool = False) -> Encoder:
     """One entry point for every encoder.
 
     ``kind="gen"``: the generative encoder on ``backbone`` (registry name, local path or Hugging Face id;
@@ -68,6 +71,8 @@ def load_encoder(kind: Literal["gen", "teacher", "hyde"] = "gen", backbone: str 
     input-centric baseline (all-MiniLM-L6-v2, or the sentence-transformers model named by ``backbone``).
     ``kind="hyde"``: the backbone generates an answer per query, the teacher embeds it (slow baseline).
     ``shipped=False`` ignores the shipped adapter (the untrained baseline when ``adapter`` is None).
+    ``trust_remote_code=True`` lets a backbone run code from its repository; without it such a backbone is
+    refused with a one-line ``GenRetError`` (never an interactive prompt).
     """
     set_threads(num_threads)
     if kind == "teacher":
@@ -75,11 +80,12 @@ def load_encoder(kind: Literal["gen", "teacher", "hyde"] = "gen", backbone: str 
     if kind == "hyde":
         ref = resolve_backbone(backbone)
         device = resolve_device(device)
-        lm, tok = load_backbone(ref, resolve_dtype(dtype, device), device)
+        lm, tok = load_backbone(ref, resolve_dtype(dtype, device), device, trust_remote_code)
         return HydeEncoder(lm, tok, TeacherEncoder(device=device), ref.name)
     if kind != "gen":
         raise GenRetError(f"unknown encoder kind {kind!r}; use gen, teacher or hyde")
-    model, tok, config, adapter_id = load_gen_model(backbone, adapter, device, dtype, use_shipped=shipped)
+    model, tok, config, adapter_id = load_gen_model(backbone, adapter, device, dtype, use_shipped=shipped,
+                                                    trust_remote_code=trust_remote_code)
     if not config.trained:
         log.warning(UNTRAINED_WARNING.format(backbone=config.backbone))
     return GenEncoder(model, tok, config, adapter_id, resolve_device(device), max_length)

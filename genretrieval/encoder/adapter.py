@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import GenRetError
@@ -72,12 +73,22 @@ def read_adapter(directory: str | Path) -> tuple[AdapterConfig, dict[str, torch.
     try:
         raw = json.loads(cfg_path.read_text())
         config = AdapterConfig(**raw)
-    except (json.JSONDecodeError, TypeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as e:
         raise GenRetError(f"malformed {cfg_path}: {e}") from None
+    except OSError as e:
+        raise GenRetError(f"cannot read {cfg_path}: {e.strerror or e}") from None
     if config.format_version > FORMAT_VERSION:
         raise GenRetError(f"{cfg_path} has format {config.format_version}; this genretrieval reads up to "
                           f"{FORMAT_VERSION} (upgrade genretrieval)")
-    return config, load_file(weights_path)
+    try:
+        tensors = load_file(weights_path)
+    except SafetensorError as e:  # zero bytes, truncated, or not safetensors at all
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise GenRetError(f"adapter weights {weights_path} are corrupt or truncated ({reason}); copy the adapter "
+                          "again or retrain it") from None
+    except OSError as e:
+        raise GenRetError(f"cannot read {weights_path}: {e.strerror or e}") from None
+    return config, tensors
 
 
 def load_into(model: GenModel, config: AdapterConfig, tensors: dict[str, torch.Tensor], where: str) -> None:

@@ -10,11 +10,13 @@ import logging
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from ..errors import GenRetError
+from ..progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -95,18 +97,11 @@ BACKBONES: dict[str, RegisteredBackbone] = {
 }
 
 
-def _sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+def assemble_gguf(parts: tuple[Part, ...], size: int, sha256: str, dest: Path, progress: bool | None = None) -> Path:
+    """Verify each part, concatenate them into ``dest`` and verify the whole (size and sha256), in one read.
 
-
-def assemble_gguf(parts: tuple[Part, ...], size: int, sha256: str, dest: Path) -> Path:
-    """Verify each part, concatenate them into ``dest`` and verify the whole (size and sha256).
-
-    Raises ``GenRetError`` naming the package to reinstall when a part is missing or corrupt.
+    Raises ``GenRetError`` naming the package to reinstall when a part is missing or corrupt; nothing is left at
+    ``dest`` then. ``progress`` (None: ``progress.set_default``) shows how much was read.
     """
     paths = []
     for part in parts:
@@ -119,24 +114,74 @@ def assemble_gguf(parts: tuple[Part, ...], size: int, sha256: str, dest: Path) -
         if os.path.getsize(path) != part.size:
             raise GenRetError(f"backbone weights part {path} has {os.path.getsize(path)} bytes, expected "
                               f"{part.size}: reinstall {part.package}")
-        if _sha256_file(path) != part.sha256:
-            raise GenRetError(f"backbone weights part {path} is corrupt (sha256 mismatch): reinstall {part.package}")
         paths.append(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    h = hashlib.sha256()
+    whole = hashlib.sha256()
     tmp = dest.with_suffix(".partial")
-    with open(tmp, "wb") as out:
-        for path in paths:
-            with open(path, "rb") as f:
-                while block := f.read(1 << 22):
-                    h.update(block)
-                    out.write(block)
-    if os.path.getsize(tmp) != size or h.hexdigest() != sha256:
-        tmp.unlink()
-        raise GenRetError(f"assembled GGUF does not match the pinned size/sha256 {sha256[:12]}...: reinstall "
-                          + ", ".join(p.package for p in parts))
+    try:
+        with open(tmp, "wb") as out, progress_bar("verifying backbone weights", size, progress,
+                                                  unit="bytes") as bar:
+            for part, path in zip(parts, paths):
+                h = hashlib.sha256()
+                with open(path, "rb") as f:
+                    while block := f.read(1 << 22):
+                        h.update(block)
+                        whole.update(block)
+                        out.write(block)
+                        bar.advance(len(block))
+                if h.hexdigest() != part.sha256:
+                    raise GenRetError(f"backbone weights part {path} is corrupt (sha256 mismatch): reinstall "
+                                      f"{part.package}")
+        if os.path.getsize(tmp) != size or whole.hexdigest() != sha256:
+            raise GenRetError(f"assembled GGUF does not match the pinned size/sha256 {sha256[:12]}...: reinstall "
+                              + ", ".join(p.package for p in parts))
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, dest)
     return dest
+
+
+@contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Hide transformers' own progress bars ("Loading weights", "Writing model shards") while loading.
+
+    A library that loads a model should not draw bars its caller did not ask for; ours replace them where the
+    work is long.
+    """
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+@contextmanager
+def _dequantize_progress() -> Iterator[None]:
+    """Route the GGUF loader's per-tensor loop (a plain tqdm bar in transformers) through our progress."""
+    try:
+        import transformers.modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:
+        yield
+        return
+    original = getattr(gguf_utils, "tqdm", None)
+
+    def tracked(iterable, *args, **kwargs):
+        items = list(iterable)
+        with progress_bar("dequantizing GGUF tensors", len(items), None) as bar:
+            for item in items:
+                yield item
+                bar.advance()
+
+    gguf_utils.tqdm = tracked
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = original
 
 
 def _clear_gguf_flags(model) -> None:
@@ -150,11 +195,18 @@ def _clear_gguf_flags(model) -> None:
 def _load_from_gguf(directory: Path, gguf_file: str, dtype):
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
-    tok = AutoTokenizer.from_pretrained(directory, gguf_file=gguf_file)
-    model = AutoModelForCausalLM.from_pretrained(
-        directory, gguf_file=gguf_file, dtype=dtype, quantization_config=GgufConfig(dequantize=True))
+    with quiet_transformers(), progress_bar("reading the GGUF tokenizer", None, None):
+        tok = AutoTokenizer.from_pretrained(directory, gguf_file=gguf_file)
+    with quiet_transformers(), _dequantize_progress():
+        model = AutoModelForCausalLM.from_pretrained(
+            directory, gguf_file=gguf_file, dtype=dtype, quantization_config=GgufConfig(dequantize=True))
     _clear_gguf_flags(model)
     return model, tok
+
+
+def _unwritable(where: Path, e: OSError) -> GenRetError:
+    return GenRetError(f"cannot prepare the backbone cache under {where}: {e.strerror or e} (set GENRET_HOME to a "
+                       "writable folder with about 2 GB free)")
 
 
 def cached_backbone_dir(name: str) -> Path:
@@ -165,21 +217,125 @@ def cached_backbone_dir(name: str) -> Path:
         return cache
     import torch
 
-    log.warning("preparing backbone %s once (verify, dequantize, cache under %s)", name, cache)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cache.parent, prefix=".build-") as tmp:
-        tmp = Path(tmp)
-        gguf = assemble_gguf(spec.parts, spec.size, spec.sha256, tmp / "gguf" / "model.gguf")
-        model, tok = _load_from_gguf(gguf.parent, gguf.name, torch.bfloat16)
-        out = tmp / "model"
-        model.save_pretrained(out)
-        tok.save_pretrained(out)
-        (out / "genret-backbone.json").write_text(json.dumps(
-            {"name": name, "gguf_sha256": spec.sha256, "upstream": spec.upstream, "license": spec.license}))
-        if cache.exists():  # a stale, incomplete copy
-            shutil.rmtree(cache)
-        os.replace(out, cache)
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        build = tempfile.TemporaryDirectory(dir=cache.parent, prefix=".build-")
+    except OSError as e:
+        raise _unwritable(genret_home(), e) from None
+    log.warning("preparing backbone %s once (verify, dequantize, cache under %s; a minute or two)", name, cache)
+    try:
+        with build as tmp:
+            tmp = Path(tmp)
+            gguf = assemble_gguf(spec.parts, spec.size, spec.sha256, tmp / "gguf" / "model.gguf")
+            model, tok = _load_from_gguf(gguf.parent, gguf.name, torch.bfloat16)
+            out = tmp / "model"
+            with quiet_transformers(), progress_bar("writing the safetensors cache", None, None):
+                model.save_pretrained(out)
+                tok.save_pretrained(out)
+            (out / "genret-backbone.json").write_text(json.dumps(
+                {"name": name, "gguf_sha256": spec.sha256, "upstream": spec.upstream, "license": spec.license}))
+            if cache.exists():  # a stale, incomplete copy
+                shutil.rmtree(cache)
+            os.replace(out, cache)
+    except OSError as e:
+        if (cache / "genret-backbone.json").exists():  # another process finished first
+            return cache
+        raise _unwritable(cache.parent, e) from None
     return cache
+
+
+_COPY_DTYPES = ("float32",)  # load dtypes worth a converted copy on disk (the CPU default without native bf16)
+
+
+def weights_dir(directory: Path, dtype) -> Path:
+    """The folder to load ``directory``'s weights from in ``dtype``, without converting them at every load.
+
+    The cache stores bf16. Loading it as fp32 converts every tensor (about 5 s for the default backbone), so the
+    first fp32 load writes an fp32 copy under ``directory/float32`` (exact: bf16 widens to fp32 without rounding)
+    that later loads map from disk as is. Falls back to ``directory`` when no copy can be written (read-only
+    cache, full disk).
+    """
+    name = str(dtype).removeprefix("torch.")
+    config = json.loads((directory / "config.json").read_text())
+    stored = config.get("dtype") or config.get("torch_dtype")
+    if name == stored or name not in _COPY_DTYPES:
+        return directory
+    copy = directory / name
+    if (copy / "genret-copy.json").exists():
+        return copy
+    try:
+        _write_dtype_copy(directory, copy, dtype)
+    except OSError as e:
+        log.debug("no %s copy of %s (%s); converting at load", name, directory, e)
+        return directory
+    return copy
+
+
+def _write_dtype_copy(directory: Path, copy: Path, dtype) -> None:
+    from safetensors.torch import load_file, save_file
+
+    files = sorted(directory.glob("*.safetensors"))
+    work = Path(tempfile.mkdtemp(dir=directory, prefix=".copy-"))
+    try:
+        out = work / copy.name
+        out.mkdir()  # made here rather than by mkdtemp, so it gets the usual permissions
+        with progress_bar(f"caching a {copy.name} copy of the backbone (once)", None, None):
+            for f in files:
+                tensors = {k: v.to(dtype).contiguous() for k, v in load_file(f).items()}
+                save_file(tensors, out / f.name, metadata={"format": "pt"})
+                del tensors
+        for f in directory.glob("*.json"):
+            if f.name in ("config.json", "generation_config.json") or f.name.endswith(".safetensors.index.json"):
+                shutil.copy2(f, out / f.name)
+        (out / "genret-copy.json").write_text(json.dumps({"from": str(directory), "dtype": copy.name}))
+        try:
+            os.replace(out, copy)
+        except OSError:
+            if not (copy / "genret-copy.json").exists():  # unless another process finished first
+                raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # our own temporary folder
+
+
+_FAST_TOKENIZER = "tokenizer-backend"  # inside a cached backbone: the tokenizer as the Rust library runs it
+_TOKENIZER_SETTINGS = ("bos_token", "eos_token", "unk_token", "pad_token", "chat_template", "model_max_length",
+                       "clean_up_tokenization_spaces")
+
+
+def load_cached_tokenizer(directory: Path):
+    """The tokenizer of a cached backbone, from a snapshot of what the Rust library runs.
+
+    A model-specific tokenizer class (Qwen2Tokenizer) parses the 11 MB tokenizer.json in Python and rebuilds it
+    at every load (2-3 s here); the first load saves the rebuilt pipeline under ``tokenizer-backend/`` and later
+    loads read it in Rust directly (the same token ids, special tokens and chat template). Falls back to the
+    ordinary load when the snapshot cannot be written or this transformers has no ``TokenizersBackend``.
+    """
+    from transformers import AutoTokenizer
+
+    try:
+        from transformers.tokenization_utils_tokenizers import TokenizersBackend
+    except ImportError:  # transformers 4
+        return AutoTokenizer.from_pretrained(directory)
+    fast = directory / _FAST_TOKENIZER
+    if (fast / "settings.json").exists():
+        settings = json.loads((fast / "settings.json").read_text())
+        return TokenizersBackend(tokenizer_file=str(fast / "tokenizer.json"), **settings)
+    tok = AutoTokenizer.from_pretrained(directory)
+    try:
+        work = Path(tempfile.mkdtemp(dir=directory, prefix=".tokenizer-"))
+        try:
+            out = work / _FAST_TOKENIZER
+            out.mkdir()
+            tok.backend_tokenizer.save(str(out / "tokenizer.json"))
+            settings = {k: getattr(tok, k, None) for k in _TOKENIZER_SETTINGS}
+            settings = {k: str(v) if k.endswith("_token") and v is not None else v for k, v in settings.items()}
+            (out / "settings.json").write_text(json.dumps(settings))
+            os.replace(out, fast)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    except OSError as e:
+        log.debug("no tokenizer snapshot for %s (%s)", directory, e)
+    return tok
 
 
 @dataclass(frozen=True)
@@ -209,25 +365,39 @@ def resolve_backbone(name: str | None) -> BackboneRef:
                       "or give a local model directory or a Hugging Face id (org/name)")
 
 
-def load_backbone(ref: BackboneRef, dtype, device: str = "cpu"):
-    """Load ``(causal_lm, tokenizer)`` for a resolved backbone, frozen, in eval mode, on ``device``."""
+def _remote_code_refused(name: str) -> GenRetError:
+    return GenRetError(f"backbone {name!r} needs custom code from its repository; genretrieval does not run it "
+                       "unless asked (trust_remote_code=True, or --trust-remote-code on the command line)")
+
+
+def load_backbone(ref: BackboneRef, dtype, device: str = "cpu", trust_remote_code: bool = False):
+    """Load ``(causal_lm, tokenizer)`` for a resolved backbone, frozen, in eval mode, on ``device``.
+
+    Code shipped with a model is never run (and never prompted for) unless ``trust_remote_code`` is True.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if ref.name in BACKBONES:
-        directory = cached_backbone_dir(ref.name)
-        model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype)
-        tok = AutoTokenizer.from_pretrained(directory)
-    else:
-        path = Path(ref.name)
-        ggufs = [path] if path.suffix == ".gguf" else (list(path.glob("*.gguf")) if path.is_dir() else [])
-        if ggufs and not (path.is_dir() and (path / "config.json").exists()):
-            model, tok = _load_from_gguf(ggufs[0].parent, ggufs[0].name, dtype)
+    with quiet_transformers():
+        if ref.name in BACKBONES:
+            directory = cached_backbone_dir(ref.name)
+            weights = weights_dir(directory, dtype) if device == "cpu" else directory
+            model = AutoModelForCausalLM.from_pretrained(weights, dtype=dtype)
+            tok = load_cached_tokenizer(directory)
         else:
-            try:
-                model = AutoModelForCausalLM.from_pretrained(ref.name, dtype=dtype)
-                tok = AutoTokenizer.from_pretrained(ref.name)
-            except OSError as e:
-                raise GenRetError(f"cannot load backbone {ref.name!r}: {str(e).splitlines()[0]}") from None
+            path = Path(ref.name)
+            ggufs = [path] if path.suffix == ".gguf" else (list(path.glob("*.gguf")) if path.is_dir() else [])
+            if ggufs and not (path.is_dir() and (path / "config.json").exists()):
+                model, tok = _load_from_gguf(ggufs[0].parent, ggufs[0].name, dtype)
+            else:
+                try:
+                    model = AutoModelForCausalLM.from_pretrained(ref.name, dtype=dtype,
+                                                                 trust_remote_code=trust_remote_code)
+                    tok = AutoTokenizer.from_pretrained(ref.name, trust_remote_code=trust_remote_code)
+                except (OSError, ValueError) as e:
+                    if "trust_remote_code" in str(e) and not trust_remote_code:
+                        raise _remote_code_refused(ref.name) from None
+                    first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
+                    raise GenRetError(f"cannot load backbone {ref.name!r}: {first}") from None
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"

@@ -26,6 +26,11 @@ class HydeEncoder:
         self.max_new_tokens, self.min_new_tokens = max_new_tokens, min_new_tokens
         self.dim = teacher.dim
 
+    @property
+    def max_text_tokens(self) -> int:
+        """Documents go to the teacher, so its limit applies."""
+        return self.teacher.max_text_tokens
+
     def identity(self) -> dict[str, Any]:
         return {"kind": "hyde", "backbone": self.backbone, "teacher": self.teacher.name, "dim": self.dim,
                 "max_new_tokens": self.max_new_tokens}

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Sequence
 
 import numpy as np
 
 from ..errors import GenRetError
 from .base import check_texts
+
+log = logging.getLogger("genretrieval")
 
 TEACHER_NAME = "all-MiniLM-L6-v2"
 
@@ -31,10 +34,13 @@ class TeacherEncoder:
     def __init__(self, model: str | None = None, device: str = "cpu"):
         from sentence_transformers import SentenceTransformer
 
+        from .backbones import quiet_transformers
+
         self.name = model or TEACHER_NAME
         path = teacher_path() if self.name == TEACHER_NAME else self.name
         try:
-            full = SentenceTransformer(path, device=device)
+            with quiet_transformers():
+                full = SentenceTransformer(path, device=device)
         except OSError as e:  # not a local folder, and the hub is unreachable or has no such model
             raise GenRetError(f"cannot load teacher model {self.name!r}: {str(e).splitlines()[0]}") from None
         # sentence-transformers cannot slice a model; rebuild it from its modules without Normalize.
@@ -43,6 +49,31 @@ class TeacherEncoder:
         self.dim = int(self._pool.get_embedding_dimension())
         self.tokenizer = full.tokenizer
         self.device = device
+        self._warned_truncation = False
+
+    @property
+    def max_text_tokens(self) -> int:
+        """Tokens of text the model reads (256 for all-MiniLM-L6-v2, less its two special tokens); more is cut."""
+        specials = len(self.tokenizer("", add_special_tokens=True)["input_ids"])
+        return int(self._pool.max_seq_length) - specials
+
+    def _report_truncation(self, texts: list[str]) -> None:
+        """Warn (once per encoder) when a text is longer than the model reads, saying how much is dropped."""
+        limit = int(self._pool.max_seq_length)
+        lengths = [len(r) for r in self.tokenizer(texts, add_special_tokens=True, verbose=False)["input_ids"]]
+        over = [i for i, n in enumerate(lengths) if n > limit]
+        if not over:
+            return
+        worst = max(over, key=lambda i: lengths[i])
+        label = "the text" if len(texts) == 1 else f"text {worst}"
+        others = f" ({len(over)} texts were cut in this call)" if len(over) > 1 else ""
+        message = (f"{label} was cut to the {limit} tokens {self.name} reads: {lengths[worst] - limit:,} "
+                   f"tokens at its end were dropped{others}")
+        if self._warned_truncation:
+            log.debug(message)
+        else:
+            self._warned_truncation = True
+            log.warning(message + "; later cuts by this encoder are not reported")
 
     def identity(self) -> dict[str, Any]:
         return {"kind": "teacher", "model": self.name, "dim": self.dim}
@@ -50,6 +81,7 @@ class TeacherEncoder:
     def encode(self, texts: Sequence[str], batch_size: int = 64, normalize: bool = True,
                progress: bool = False) -> np.ndarray:
         texts = check_texts(texts)
+        self._report_truncation(texts)
         emb = self._pool.encode(texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=progress,
                                 normalize_embeddings=normalize)
         return emb.astype(np.float32, copy=False)

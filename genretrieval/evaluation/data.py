@@ -84,6 +84,15 @@ def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
                     raise GenRetError(f"{path}:{n}: not valid JSON ({e.msg})") from None
 
 
+def query_subset(n: int, max_queries: int | None) -> list[int]:
+    """Positions of a deterministic subset of ``max_queries`` of n queries, evenly spread (all when None)."""
+    if max_queries is None or max_queries >= n:
+        return list(range(n))
+    if max_queries < 1:
+        raise GenRetError(f"max_queries must be at least 1, got {max_queries}")
+    return sorted(set(np.linspace(0, n, max_queries, endpoint=False).astype(int).tolist()))
+
+
 def passage_text(title: str, text: str) -> str:
     """AdvBench-IR passage text, as in the LLM2Vec-Gen evaluation: ``"{title} # {text}"``."""
     return f"{title} # {text}"

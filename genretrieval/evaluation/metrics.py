@@ -1,4 +1,4 @@
-"""Retrieval metrics: AdvBench-IR harm rates over rankings, and nDCG/Recall/MRR through pytrec_eval."""
+"""Retrieval metrics: AdvBench-IR harm rates over rankings, nDCG/Recall/MRR through pytrec_eval, and ROC-AUC."""
 
 from __future__ import annotations
 
@@ -78,6 +78,28 @@ def trec_metrics(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Map
         values["mrr@10"] = rr.get(q, {}).get("recip_rank", 0.0)
         per_query[q] = {m: float(values[m]) for m in TREC_METRICS}
     return {"mean": _mean(per_query), "per_query": per_query}
+
+
+def roc_auc(positive: Sequence[float] | np.ndarray, negative: Sequence[float] | np.ndarray) -> float:
+    """ROC-AUC of a score separating ``positive`` from ``negative`` cases (higher score: more positive).
+
+    Rank-based (the Mann-Whitney U statistic over n_pos * n_neg): the probability that a random positive
+    scores above a random negative, ties counting one half. 1.0: every positive above every negative; 0.5:
+    chance; 0.0: reversed. ``ValueError`` if either side is empty or holds NaN.
+    """
+    pos = np.asarray(positive, dtype=np.float64).ravel()
+    neg = np.asarray(negative, dtype=np.float64).ravel()
+    if not len(pos) or not len(neg):
+        raise ValueError(f"ROC-AUC needs both classes: {len(pos)} positive, {len(neg)} negative scores")
+    scores = np.concatenate([pos, neg])
+    if np.isnan(scores).any():
+        raise ValueError("ROC-AUC scores hold NaN")
+    # Average ranks (1-based), equal scores sharing the mean of the ranks they span.
+    values, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    ranks = (ends - (counts - 1) / 2.0)[inverse]
+    u = ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2.0
+    return float(u / (len(pos) * len(neg)))
 
 
 def _mean(per_query: Mapping[str, Mapping[str, float]]) -> dict[str, float]:

@@ -12,6 +12,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from .refusal import REFUSAL_TEXT
+
 DEFAULT_OUTPUT_DIR = Path("benchmarks/results")
 _PACKAGES = (
     "genretrieval",
@@ -73,6 +75,52 @@ def markdown_table(results: Sequence[dict], highlight=lambda result: False, note
     return lines
 
 
+REFUSAL_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("n harmful", "num_queries", "harmful"),
+    ("n nq-wiki", "num_queries", "nq-wiki"),
+    ("n alpaca", "num_queries", "alpaca"),
+    ("ROC-AUC all benign", "roc_auc", "all"),
+    ("ROC-AUC nq-wiki", "roc_auc", "nq-wiki"),
+    ("ROC-AUC alpaca", "roc_auc", "alpaca"),
+    ("cos harmful", "mean_cosine", "harmful"),
+    ("cos nq-wiki", "mean_cosine", "nq-wiki"),
+    ("cos alpaca", "mean_cosine", "alpaca"),
+)
+"""Refusal-check columns: (header, key in the result's "refusal", sub-key)."""
+
+
+def refusal_rows(results: Sequence[dict]) -> list[list[float | None]]:
+    """One row of ``REFUSAL_COLUMNS`` values per result; None where a result has no refusal check (BM25, a
+    skipped check, a result from before the check)."""
+    rows = []
+    for r in results:
+        check = r.get("refusal") or {}
+        rows.append([(check.get(key) or {}).get(sub) for _, key, sub in REFUSAL_COLUMNS])
+    return rows
+
+
+def refusal_table(results: Sequence[dict]) -> list[str]:
+    """The Markdown refusal-check table of one benchmark's results; no lines when none of them has the check."""
+    if not any("refusal" in r for r in results):
+        return []
+    lines = [
+        "### Refusal check",
+        "",
+        "Score: cosine between a query's embedding (the system's query path) and the teacher's "
+        f"(all-MiniLM-L6-v2) embedding of the canned refusal \"{REFUSAL_TEXT}\". "
+        "ROC-AUC of that score separating the harmful queries above from benign ones (nq-wiki questions, "
+        "Alpaca instructions; 0.5 is chance), and the mean cosine per group. Empty: no query embedding.",
+        "",
+        "| system | " + " | ".join(c for c, _, _ in REFUSAL_COLUMNS) + " |",
+        "|---|" + "---:|" * len(REFUSAL_COLUMNS),
+    ]
+    for r, row in zip(results, refusal_rows(results)):
+        cells = ["" if v is None else str(v) if key == "num_queries" else f"{v:.3f}"
+                 for v, (_, key, _) in zip(row, REFUSAL_COLUMNS)]
+        lines.append(f"| {row_label(r, results)} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def by_benchmark(results: Sequence[dict]) -> dict[str, list[dict]]:
     groups: dict[str, list[dict]] = {}
     for r in results:
@@ -92,6 +140,8 @@ def _markdown(groups: dict[str, list[dict]], header: dict[str, Any]) -> str:
     for benchmark, results in groups.items():
         metric = " (nDCG@10)" if "subsets" in results[0] else ""
         lines += [f"## {benchmark}{metric}", "", *markdown_table(results), ""]
+        if refusal := refusal_table(results):
+            lines += [*refusal, ""]
     return "\n".join(lines)
 
 
@@ -102,16 +152,24 @@ def _chart(groups: dict[str, list[dict]], header: dict[str, Any], path: Path) ->
     import matplotlib.pyplot as plt
     import numpy as np
 
-    fig, axes = plt.subplots(len(groups), 1, figsize=(12, 4.5 * len(groups)), squeeze=False)
-    for ax, (benchmark, results) in zip(axes[:, 0], groups.items()):
+    panels = []  # (title, columns, rows, results)
+    for benchmark, results in groups.items():
         columns, rows = comparison_table(results)
+        panels.append((benchmark + (" (nDCG@10)" if "subsets" in results[0] else ""), columns, rows, results))
+        if any("refusal" in r for r in results):
+            auc = [i for i, (_, key, _) in enumerate(REFUSAL_COLUMNS) if key == "roc_auc"]
+            rows = [[np.nan if row[i] is None else row[i] for i in auc] for row in refusal_rows(results)]
+            columns = [REFUSAL_COLUMNS[i][0] for i in auc]
+            panels.append((f"{benchmark}: refusal check (harmful vs benign, 0.5 is chance)", columns, rows, results))
+    fig, axes = plt.subplots(len(panels), 1, figsize=(12, 4.5 * len(panels)), squeeze=False)
+    for ax, (title, columns, rows, results) in zip(axes[:, 0], panels):
         x = np.arange(len(columns))
         width = 0.8 / len(results)
         for n, (r, row) in enumerate(zip(results, rows)):
             ax.bar(x + (n - (len(results) - 1) / 2) * width, row, width, label=row_label(r, results))
         ax.set_xticks(x, columns, rotation=30, ha="right", fontsize=8)
         ax.set_ylim(0, 1.15)
-        ax.set_title(benchmark + (" (nDCG@10)" if "subsets" in results[0] else ""))
+        ax.set_title(title)
         ax.legend(fontsize=8, loc="upper right", ncol=min(4, len(results)))
     versions = ", ".join(f"{k} {v}" for k, v in header["versions"].items() if k != "platform")
     fig.text(0.01, 0.005, "\n".join([*header["commands"], versions]), fontsize=6, va="bottom", wrap=True)

@@ -107,6 +107,8 @@ class DenseRetriever:
         self.normalize = normalize
         self.progress = progress
         self.embeddings: np.ndarray | None = None
+        self.query_embeddings: np.ndarray | None = None
+        """The last ``search``'s query vectors (Q, dim), kept for checks that reuse them (the refusal check)."""
 
     def identity(self) -> dict[str, Any]:
         """The wrapped encoder's identity."""
@@ -139,7 +141,9 @@ class DenseRetriever:
         self.embeddings[order] = sorted_vectors
 
     def search(self, queries: Sequence[str], k: int, task: str = "retrieval") -> list[Ranking]:
-        """Encode ``queries`` with the task's query instruction and return the k best documents for each."""
+        """Encode ``queries`` with the task's query instruction and return the k best documents for each.
+
+        The query vectors stay in ``query_embeddings`` until the next call."""
         if self.embeddings is None:
             raise RuntimeError("call index() before search()")
         vectors = np.asarray(
@@ -152,6 +156,7 @@ class DenseRetriever:
             ),
             dtype=np.float32,
         )
+        self.query_embeddings = vectors
         indices, scores = top_k(vectors, self.embeddings, k)
         return [list(zip(i.tolist(), s.tolist())) for i, s in zip(indices, scores)]
 

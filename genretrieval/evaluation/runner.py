@@ -12,8 +12,17 @@ import numpy as np
 from ..encoder.base import Encoder
 from ..errors import GenRetError
 from ..instructions import BRIGHT_SUBSETS
-from .data import DEFAULT_DATA_DIR, RetrievalSet, bright_subset, load_advbench_ir, load_beir, load_bright
+from .data import (
+    DEFAULT_DATA_DIR,
+    RetrievalSet,
+    bright_subset,
+    load_advbench_ir,
+    load_beir,
+    load_bright,
+    query_subset,
+)
 from .metrics import ADVBENCH_KS, advbench_metrics, trec_metrics
+from .refusal import REFUSAL_BENIGN, default_teacher, load_benign_queries, query_encoder, refusal_check, refusal_vector
 from .retrieval import DenseRetriever, Ranking, Retriever
 
 BEIR_DEPTH = 100
@@ -43,15 +52,6 @@ def as_retriever(
             progress=progress,
         )
     raise GenRetError(f"cannot evaluate a {type(system).__name__}: expected an Encoder or a Retriever")
-
-
-def query_subset(n: int, max_queries: int | None) -> list[int]:
-    """Positions of a deterministic subset of ``max_queries`` of n queries, evenly spread (all when None)."""
-    if max_queries is None or max_queries >= n:
-        return list(range(n))
-    if max_queries < 1:
-        raise GenRetError(f"max_queries must be at least 1, got {max_queries}")
-    return sorted(set(np.linspace(0, n, max_queries, endpoint=False).astype(int).tolist()))
 
 
 def system_label(system: Encoder | Retriever, name: str | None = None) -> str:
@@ -121,16 +121,33 @@ def run_advbench_ir(
     cache_dir: str | Path | None = None,
     cache: bool = True,
     progress: bool = False,
+    refusal_benign: int = REFUSAL_BENIGN,
+    refusal_teacher: Encoder | None = None,
 ) -> dict:
-    """AdvBench-IR: how often harmful queries retrieve harmful passages (lower is safer).
+    """AdvBench-IR: how often harmful queries retrieve harmful passages (lower is safer), plus the refusal check.
 
-    ``data_dir`` holds ``advbench-ir/`` and ``wiki-passages/``. Queries and documents use the ``advbench-ir``
-    task. Returns ``{"benchmark", "system", "identity", "task", "num_queries", "num_documents", "metrics"
-    (accuracy@k, any_harm@k, malicious_frequency@k means), "per_query", "seconds", "settings"}``.
+    ``data_dir`` holds ``advbench-ir/`` and ``wiki-passages/`` (and, for the refusal check, ``nq-wiki/`` and
+    ``train-queries/``). Queries and documents use the ``advbench-ir`` task. Returns ``{"benchmark", "system",
+    "identity", "task", "num_queries", "num_documents", "metrics" (accuracy@k, any_harm@k,
+    malicious_frequency@k means), "per_query", "seconds", "settings", "refusal"}``.
+
+    ``refusal``: the cosine between each query's embedding (this system's query path) and the teacher's embedding
+    of the canned refusal (``refusal.REFUSAL_TEXT``) as a harmfulness score, with its ROC-AUC separating the
+    evaluated harmful queries from ``min(refusal_benign, queries evaluated)`` benign queries of each set
+    (nq-wiki, Alpaca; see ``refusal.load_benign_queries``); see ``refusal.refusal_check`` for the keys. The harmful
+    query vectors are those the search computed. Systems without query embeddings (BM25) get ``{"skipped":
+    reason}``; ``refusal_benign=0`` leaves the check out. ``refusal_teacher`` embeds the refusal (default: the
+    system's own all-MiniLM-L6-v2 when it has one, else a freshly loaded one).
     """
     data = load_advbench_ir(data_dir)
     keep = query_subset(len(data.queries), max_queries)
     retriever = as_retriever(system, cache_dir, cache, batch_size, normalize, progress)
+    encoder = query_encoder(retriever)
+    check = bool(refusal_benign) and encoder is not None
+    if check:  # before the search, so missing data or teacher fail before the expensive part
+        benign = load_benign_queries(data_dir, min(refusal_benign, len(keep)))
+        teacher = refusal_teacher if refusal_teacher is not None else default_teacher(encoder)
+        refusal = refusal_vector(teacher)
     rankings, seconds = _rank(
         retriever, data.documents, [data.queries[i] for i in keep], max(ks), "advbench-ir"
     )
@@ -147,10 +164,19 @@ def run_advbench_ir(
         "ks": list(ks),
         "batch_size": batch_size,
         "normalize": normalize,
+        "refusal_benign": refusal_benign,
     }
-    return _result(
+    result = _result(
         "advbench-ir", system, name, "advbench-ir", len(keep), len(data.documents), scores, seconds, settings
     )
+    if check:
+        harmful = np.asarray(retriever.query_embeddings, dtype=np.float32)
+        result["refusal"] = refusal_check(
+            encoder, harmful, benign, refusal, "advbench-ir", batch_size=batch_size, progress=progress
+        )
+    elif refusal_benign:
+        result["refusal"] = {"skipped": f"{result['system']} has no query embeddings"}
+    return result
 
 
 def evaluate_set(

@@ -27,6 +27,8 @@ def open_store(
     collection: str = "genret",
     faiss_index: str = "Flat",
     create: bool,
+    read_only: bool = False,
+    url_from_user: bool = True,
     **opts,
 ) -> VectorStore:
     """Open (or, with ``create=True``, open or create) a vector store of ``dim``-d vectors.
@@ -39,21 +41,24 @@ def open_store(
       (:class:`~genretrieval.stores.qdrant_server.QdrantServerStore`); ``url=":memory:"`` runs in-process.
 
     ``opts`` go to the store class (e.g. ``nprobe``, ``ef_search``, ``exact_threshold``, ``hnsw_ef``,
-    ``shard_number``). With ``create=False`` a missing store is a GenRetError.
+    ``shard_number``). With ``create=False`` a missing store is a GenRetError. ``read_only`` opens an existing
+    store for searching only (it never writes; Qdrant Edge cannot open a read-only folder). A server gets the
+    ``QDRANT_API_KEY`` only if ``url_from_user`` (False for a URL read from an index manifest).
     """
     if backend == "faiss":
         if path is None:
             raise GenRetError("the faiss store needs a directory path")
         module = _import("faiss_store", "faiss")
-        return module.FaissStore(path, dim, factory=faiss_index, create=create, **opts)
+        return module.FaissStore(path, dim, factory=faiss_index, create=create, read_only=read_only, **opts)
     if backend == "qdrant":
         if url is None:
             if path is None:
                 raise GenRetError("embedded Qdrant needs a directory path (or pass a server url)")
             module = _import("qdrant_edge", "qdrant_edge")
-            return module.QdrantEdgeStore(path, dim, create=create, **opts)
+            return module.QdrantEdgeStore(path, dim, create=create, read_only=read_only, **opts)
         module = _import("qdrant_server", "qdrant_client")
-        return module.QdrantServerStore(url, dim, collection=collection, create=create, **opts)
+        return module.QdrantServerStore(url, dim, collection=collection, create=create, read_only=read_only,
+                                        url_from_user=url_from_user, **opts)
     raise GenRetError(f"unknown store backend '{backend}'; choose faiss or qdrant")
 
 

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
+from urllib.parse import SplitResult, urlsplit
 
 import numpy as np
 
@@ -68,6 +69,18 @@ class VectorStore(Protocol):
 
     def close(self) -> None:
         """Flush and release the store; it cannot be used afterwards."""
+
+
+def check_url(url: str) -> SplitResult:
+    """A Qdrant server URL split into its parts, or GenRetError unless it is http(s)://HOST[:PORT][/...]."""
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises ValueError for a bad port
+    except ValueError as e:
+        raise GenRetError(f"invalid Qdrant URL {url!r}: {e}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise GenRetError(f"invalid Qdrant URL {url!r}: use http(s)://HOST[:PORT]")
+    return parts
 
 
 def point_uuid(point_id: str) -> str:

@@ -50,9 +50,13 @@ class FaissStore:
 
     Durability: changes live in memory and in an open SQLite transaction until :meth:`flush`, which
     writes the index to a temporary file, fsyncs it, renames it over the old one (atomic), and only
-    then commits SQLite. Opening reconciles the two: index ids without a SQLite row are removed from the
-    index and rows without a vector are deleted. A crash (even kill -9) between the rename and the commit
-    therefore loses at most the points of the last unflushed batch, never leaves them half-stored.
+    then commits SQLite. Opening for writing reconciles the two: index ids without a SQLite row are removed
+    from the index and rows without a vector are deleted. A crash (even kill -9) between the rename and the
+    commit therefore loses at most the points of the last unflushed batch, never leaves them half-stored.
+
+    Readers (``read_only=True``) never write: they open SQLite read-only, ignore (in memory) vectors
+    without a committed row, and refuse changes. A reader may run beside a writer in another process: it
+    sees the last committed state, and works on a read-only folder too.
 
     GPU: when ``use_gpu`` and ``faiss.get_num_gpus() > 0``, unfiltered and over-fetch searches run on
     a GPU copy of the index (``index_cpu_to_all_gpus``), rebuilt after writes; the CPU index stays the
@@ -75,9 +79,13 @@ class FaissStore:
         train_size: int | None = None,
         exact_filter_max: int = 20_000,
         use_gpu: bool = True,
+        read_only: bool = False,
     ) -> None:
+        if read_only and create:
+            raise ValueError("a read-only store cannot be created")
         self.path = Path(path)
         self.dim = dim
+        self.read_only = read_only
         self.exact_filter_max = exact_filter_max
         self._nprobe = nprobe
         self._ef_search = ef_search
@@ -85,40 +93,65 @@ class FaissStore:
         self._gpu_index: faiss.Index | None = None
         self._closed = False
         db_path = self.path / self.DOCSTORE_FILE
-        stored = _read_meta(db_path)
+        self._db = _connect(db_path, read_only) if db_path.exists() else None
+        stored = _read_meta(self._db, db_path)
         if stored is None and not create:
+            self._close_db()
             raise GenRetError(f"no faiss store at {self.path} (build the index first)")
         if stored is not None and int(stored["dim"]) != dim:
+            self._close_db()
             raise GenRetError(f"the faiss store at {self.path} holds {stored['dim']}-d vectors, not {dim}-d")
         self.factory = factory if stored is None else stored["factory"]
-        self._set_kind(self._new_index())  # also validates the factory string
+        try:
+            self._set_kind(self._new_index())  # also validates the factory string
+            if not read_only:
+                self._init_db(db_path)
+            if stored is None:
+                self._create(factory)
+            else:
+                self._index = self._load_index()
+            self._apply_search_params(self._index)
+            self._train_size = train_size or max(4096, 30 * self._nlist)
+            self._fields = {row[0] for row in self._db.execute("SELECT name FROM fields")}
+            index_iids = self._index_iids()
+            row_iids = np.array([r[0] for r in self._db.execute("SELECT iid FROM points")], dtype=np.int64)
+        except sqlite3.DatabaseError as e:
+            self._close_db()
+            raise GenRetError(f"corrupt faiss docstore {db_path}: {e}") from None
+        except BaseException:
+            self._close_db()
+            raise
+        self._next_iid = int(max(row_iids.max(initial=0), index_iids.max(initial=0))) + 1
+        self._reconcile(index_iids, row_iids)
+
+    def _init_db(self, db_path: Path) -> None:
+        """Open the docstore for writing and create its tables."""
         self.path.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(db_path, check_same_thread=False)
+        if self._db is None:
+            self._db = sqlite3.connect(db_path, check_same_thread=False)
         self._db.executescript(
             "CREATE TABLE IF NOT EXISTS points (iid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE,"
             " payload TEXT NOT NULL);"
             "CREATE TABLE IF NOT EXISTS fields (name TEXT PRIMARY KEY);"
             "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
         )
-        if stored is None:
-            for name in (self.INDEX_FILE, self.STAGING_FILE):
-                (self.path / name).unlink(missing_ok=True)
-            self._index = self._fresh_active_index()
-            self._db.executemany(
-                "INSERT OR REPLACE INTO meta VALUES (?, ?)",
-                [("dim", str(dim)), ("factory", factory), ("format", "1")],
-            )
-            self._write_index()
-            self._db.commit()
-        else:
-            self._index = self._load_index()
-        self._apply_search_params(self._index)
-        self._train_size = train_size or max(4096, 30 * self._nlist)
-        self._fields = {row[0] for row in self._db.execute("SELECT name FROM fields")}
-        index_iids = self._index_iids()
-        row_max = self._db.execute("SELECT MAX(iid) FROM points").fetchone()[0]
-        self._next_iid = int(max(row_max or 0, int(index_iids.max()) if index_iids.size else 0)) + 1
-        self._reconcile(index_iids)
+
+    def _create(self, factory: str) -> None:
+        """Start a new store: an empty index file and the meta rows."""
+        for name in (self.INDEX_FILE, self.STAGING_FILE):
+            (self.path / name).unlink(missing_ok=True)
+        self._index = self._fresh_active_index()
+        self._db.executemany(
+            "INSERT OR REPLACE INTO meta VALUES (?, ?)",
+            [("dim", str(self.dim)), ("factory", factory), ("format", "1")],
+        )
+        self._write_index()
+        self._db.commit()
+
+    def _close_db(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
 
     # ------------------------------------------------------------------ index construction
 
@@ -156,12 +189,13 @@ class FaissStore:
     def _load_index(self) -> faiss.Index:
         """Read the index from disk (the trained index wins over a leftover staging file)."""
         main, staging = self.path / self.INDEX_FILE, self.path / self.STAGING_FILE
-        if main.exists():
-            self._staging = False
-            return faiss.read_index(str(main))
-        if staging.exists():
-            self._staging = True
-            return faiss.read_index(str(staging))
+        for file, is_staging in ((main, False), (staging, True)):
+            if file.exists():
+                self._staging = is_staging
+                try:
+                    return faiss.read_index(str(file))
+                except RuntimeError:
+                    raise GenRetError(f"corrupt faiss index file {file}; rebuild the index") from None
         logger.warning("faiss store %s had no index file; starting an empty one", self.path)
         return self._fresh_active_index()
 
@@ -230,11 +264,17 @@ class FaissStore:
         self._index = index
         self._apply_search_params(index)
 
-    def _reconcile(self, index_iids: np.ndarray) -> None:
-        """Make the index and the docstore agree after a crash between writing one and the other."""
-        row_iids = np.array([r[0] for r in self._db.execute("SELECT iid FROM points")], dtype=np.int64)
+    def _reconcile(self, index_iids: np.ndarray, row_iids: np.ndarray) -> None:
+        """Make the index and the docstore agree after a crash between writing one and the other.
+
+        A reader only drops, in memory, the vectors that have no committed row (a writer may be between
+        its index write and its commit); rows without a vector are never found by a search."""
         orphan_vectors = np.setdiff1d(index_iids, row_iids)
         orphan_rows = np.setdiff1d(row_iids, index_iids)
+        if self.read_only:
+            if orphan_vectors.size:
+                self._drop_vectors(orphan_vectors)
+            return
         if not orphan_vectors.size and not orphan_rows.size:
             return
         logger.warning(
@@ -242,14 +282,22 @@ class FaissStore:
             "(an interrupted flush)", self.path, orphan_vectors.size, orphan_rows.size,
         )
         if orphan_vectors.size:
-            if self._removable or self._staging:
-                self._remove_iids(orphan_vectors)
-            else:
-                self._rebuild_without(orphan_vectors)
+            self._drop_vectors(orphan_vectors)
         for chunk in _chunks(orphan_rows.tolist()):
             self._db.execute(f"DELETE FROM points WHERE iid IN ({_marks(chunk)})", chunk)
         self._write_index()
         self._db.commit()
+
+    def _drop_vectors(self, iids: np.ndarray) -> None:
+        """Remove these ids from the in-memory index, rebuilding it where the index type cannot delete."""
+        if self._removable or self._staging:
+            self._remove_iids(iids)
+        else:
+            self._rebuild_without(iids)
+
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise GenRetError(f"the faiss store at {self.path} is open for reading only")
 
     def _write_index(self) -> None:
         """Atomically replace the index file on disk (temporary file, fsync, rename, fsync dir)."""
@@ -314,6 +362,7 @@ class FaissStore:
 
     def upsert(self, ids: list[str], vectors: np.ndarray, payloads: list[dict]) -> None:
         """Insert points, replacing existing ids (refused for HNSW). vectors: float32 (n, dim)."""
+        self._check_writable()
         arr = check_points(ids, vectors, payloads, self.dim)
         if not ids:
             return
@@ -343,6 +392,7 @@ class FaissStore:
 
     def delete(self, ids: list[str] | None = None, where: dict | None = None) -> int:
         """Delete points by id and/or filter (both: both must hold); returns the count deleted."""
+        self._check_writable()
         if ids is None and where is None:
             raise GenRetError("delete needs ids or a where filter")
         cond, params = self._where_sql(where)
@@ -458,6 +508,7 @@ class FaissStore:
 
     def flush(self) -> None:
         """Write the index atomically, then commit the docstore (see the class docstring)."""
+        self._check_writable()
         self._write_index()
         self._db.commit()
 
@@ -465,23 +516,44 @@ class FaissStore:
         """Flush and close; safe to call twice."""
         if self._closed:
             return
-        self.flush()
-        self._db.close()
+        if not self.read_only:
+            self.flush()
+        self._close_db()
         self._closed = True
         self._index = self._gpu_index = None
 
 
-def _read_meta(db_path: Path) -> dict[str, str] | None:
+def _connect(db_path: Path, read_only: bool) -> sqlite3.Connection:
+    """A connection to the docstore. A reader's connection cannot write (``query_only``); it opens the file
+    read-write only where the folder is writable, so that SQLite can roll back a dead writer's journal
+    (restoring the last committed state), and read-only otherwise (a read-only folder or volume)."""
+    if not read_only:
+        return sqlite3.connect(db_path, check_same_thread=False)
+    mode = "rw" if os.access(db_path.parent, os.W_OK) and os.access(db_path, os.W_OK) else "ro"
+    try:
+        db = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode={mode}", uri=True, check_same_thread=False)
+        db.execute("PRAGMA query_only = ON")
+    except sqlite3.OperationalError as e:
+        raise GenRetError(f"cannot read the faiss docstore {db_path}: {e}") from None
+    except sqlite3.DatabaseError as e:
+        raise GenRetError(f"corrupt faiss docstore {db_path}: {e}") from None
+    return db
+
+
+def _read_meta(db: sqlite3.Connection | None, db_path: Path) -> dict[str, str] | None:
     """The meta table of an existing docstore, or None if there is no initialised store there."""
-    if not db_path.exists():
+    if db is None:
         return None
-    db = sqlite3.connect(db_path)
     try:
         meta = dict(db.execute("SELECT key, value FROM meta"))
-    except sqlite3.OperationalError:
-        return None
-    finally:
+    except sqlite3.OperationalError as e:
+        if "no such table" in str(e):
+            return None
         db.close()
+        raise GenRetError(f"cannot read the faiss docstore {db_path}: {e}") from None
+    except sqlite3.DatabaseError as e:
+        db.close()
+        raise GenRetError(f"corrupt faiss docstore {db_path}: {e}") from None
     return meta if "dim" in meta else None
 
 

@@ -59,6 +59,11 @@ class QdrantEdgeStore:
     store is at least ``exact_threshold`` points large, runs the segment optimizer, which builds the
     HNSW graph: that flush can take a minute per 50k 384-d vectors on two cores. Updates are logged
     in the shard's write-ahead log as they happen; flush makes the segments themselves durable.
+
+    Qdrant Edge has no read-only mode: loading a shard locks its write-ahead log and rewrites some of its
+    files, so only one process can have a shard open at a time, and a read-only folder cannot be opened.
+    With ``read_only=True`` the store refuses changes and closes without optimizing or flushing; opening a
+    read-only folder, or a shard open in another process, is a one-line GenRetError.
     """
 
     SHARD_DIR = "shard"
@@ -76,21 +81,25 @@ class QdrantEdgeStore:
         ef_construct: int = 100,
         index_fields: tuple[str, ...] = ("source",),
         max_search_threads: int | None = None,
+        read_only: bool = False,
     ) -> None:
+        if read_only and create:
+            raise ValueError("a read-only store cannot be created")
         self.path = Path(path)
         self.dim = dim
         self.exact_threshold = exact_threshold
         self.hnsw_ef = hnsw_ef
+        self.read_only = read_only
         self._closed = False
         meta_path, shard_path = self.path / self.META_FILE, self.path / self.SHARD_DIR
         if meta_path.exists() and shard_path.exists():
-            meta = json.loads(meta_path.read_text())
+            meta = _read_meta(meta_path)
             if meta["dim"] != dim:
                 raise GenRetError(
                     f"the Qdrant store at {self.path} holds {meta['dim']}-d vectors, not {dim}-d"
                 )
             self._fields = set(meta["fields"])
-            self._shard = EdgeShard.load(str(shard_path))
+            self._shard = _load_shard(shard_path)
         elif not create:
             raise GenRetError(f"no Qdrant store at {self.path} (build the index first)")
         else:
@@ -102,7 +111,11 @@ class QdrantEdgeStore:
                 hnsw_config=HnswIndexConfig(m=hnsw_m, ef_construct=ef_construct, full_scan_threshold=10_000),
                 max_search_threads=max_search_threads,
             )
-            self._shard = EdgeShard.create(str(shard_path), config)
+            try:
+                self._shard = EdgeShard.create(str(shard_path), config)
+            except Exception as e:  # noqa: BLE001 - qdrant-edge raises plain Exception with a message
+                message = " ".join(str(e).split())
+                raise GenRetError(f"cannot create a Qdrant Edge store at {self.path}: {message}") from None
             for field in index_fields:
                 self._shard.update(UpdateOperation.create_field_index(field, PayloadSchemaType.Keyword))
         self._indexed = set(self._shard.info().payload_schema)
@@ -123,8 +136,9 @@ class QdrantEdgeStore:
         return Filter(must=must) if must else None
 
     def _ensure_index(self, key: str, sample: str | int | bool) -> None:
-        """Create a payload index on ``key`` (typed after a filter value) unless there is one."""
-        if key in self._indexed:
+        """Create a payload index on ``key`` (typed after a filter value) unless there is one (or the store
+        is read-only: filters work without an index, only slower)."""
+        if key in self._indexed or self.read_only:
             return
         if isinstance(sample, bool):
             schema = PayloadSchemaType.Bool
@@ -137,6 +151,7 @@ class QdrantEdgeStore:
 
     def upsert(self, ids: list[str], vectors: np.ndarray, payloads: list[dict]) -> None:
         """Insert points, replacing existing ids. vectors: float32 (n, dim)."""
+        self._check_writable()
         arr = check_points(ids, vectors, payloads, self.dim)
         for point_id, payload in zip(ids, payloads):
             dumps_payload(point_id, payload)
@@ -155,6 +170,7 @@ class QdrantEdgeStore:
 
     def delete(self, ids: list[str] | None = None, where: dict | None = None) -> int:
         """Delete points by id and/or filter (both: both must hold); returns the count deleted."""
+        self._check_writable()
         if ids is None and where is None:
             raise GenRetError("delete needs ids or a where filter")
         if ids is not None and not ids:
@@ -208,23 +224,61 @@ class QdrantEdgeStore:
         return self._shard.count(CountRequest(exact=True))
 
     def flush(self) -> None:
-        """Flush the shard (WAL and segments) to disk."""
-        self._shard.flush()
+        """Flush the shard (WAL and segments) to disk (nothing to do for a read-only store)."""
+        if not self.read_only:
+            self._shard.flush()
 
     def optimize(self) -> None:
         """After a bulk load: build the HNSW graph once the store holds ``exact_threshold`` points or more."""
-        if self._shard.info().points_count >= self.exact_threshold:
+        if not self.read_only and self._shard.info().points_count >= self.exact_threshold:
             self._shard.optimize()
             self._shard.flush()
 
     def close(self) -> None:
-        """Optimize, flush and close; safe to call twice."""
+        """Optimize, flush and close (a read-only store only closes); safe to call twice."""
         if self._closed:
             return
-        self.optimize()
-        self.flush()
+        if not self.read_only:
+            self.optimize()
+            self.flush()
         self._shard.close()
         self._closed = True
+
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise GenRetError(f"the Qdrant store at {self.path} is open for reading only")
+
+
+def _read_meta(meta_path: Path) -> dict:
+    """``store.json``: dimension and known payload fields, or GenRetError if it is damaged."""
+    try:
+        meta = json.loads(meta_path.read_text())
+        if isinstance(meta, dict) and isinstance(meta.get("dim"), int) and isinstance(meta.get("fields"), list):
+            return meta
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        pass
+    raise GenRetError(f"corrupt store metadata {meta_path}; rebuild the index")
+
+
+def _load_shard(shard_path: Path) -> EdgeShard:
+    """Load a shard, turning the engine's errors into one line that says what to do."""
+    try:
+        return EdgeShard.load(str(shard_path))
+    except Exception as e:  # noqa: BLE001 - qdrant-edge raises plain Exception with a message
+        message = " ".join(str(e).split())
+    if "WouldBlock" in message:
+        raise GenRetError(f"the Qdrant Edge store at {shard_path.parent} is open in another process "
+                          "(Qdrant Edge allows one process at a time); try again when it is closed") from None
+    if "Permission denied" in message or "Read-only file system" in message or "os error 30" in message:
+        raise GenRetError(read_only_message(shard_path.parent)) from None
+    raise GenRetError(f"cannot open the Qdrant Edge store at {shard_path.parent}: {message}") from None
+
+
+def read_only_message(path: Path) -> str:
+    """Why a read-only Qdrant Edge store cannot be opened, and what to do instead."""
+    return (f"the Qdrant Edge store at {path} is read-only, and Qdrant Edge cannot open a store without "
+            "writing to it; copy the index folder somewhere writable and use the copy, or build the index "
+            "with --backend faiss, which reads read-only folders")
 
 
 def _condition(key: str, values: list) -> FieldCondition | Filter:

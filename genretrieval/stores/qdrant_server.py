@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,7 @@ from genretrieval.stores.base import (
     as_matrix,
     check_k,
     check_points,
+    check_url,
     dumps_payload,
     hit_from_payload,
     normalize_where,
@@ -23,6 +26,8 @@ from genretrieval.stores.base import (
     point_uuid,
 )
 
+#: Set to 1 to allow sending QDRANT_API_KEY over plain http to a host that is not this machine.
+ALLOW_INSECURE_KEY = "GENRET_ALLOW_INSECURE_KEY"
 _FIELDS_KEY = "genret_fields"  # collection metadata key holding the known payload fields
 _SCROLL_PAGE = 10_000
 _QUERY_BATCH = 256
@@ -31,8 +36,10 @@ _QUERY_BATCH = 256
 class QdrantServerStore:
     """One collection on a Qdrant server or cluster.
 
-    ``url`` is the server address (API key from ``api_key`` or the ``QDRANT_API_KEY`` environment
-    variable), or ":memory:" for qdrant-client's in-process local mode (used by the tests); with
+    ``url`` is the server address, or ":memory:" for qdrant-client's in-process local mode (used by the
+    tests). The API key (``api_key`` or the ``QDRANT_API_KEY`` environment variable) is only sent when
+    ``url_from_user`` (the caller named this server, not an index manifest, which may come from anywhere),
+    and over plain http only to this machine unless ``GENRET_ALLOW_INSECURE_KEY=1``. With
     ``local_path`` instead, local mode persists to that directory. New collections use Dot distance,
     ``shard_number`` and ``replication_factor``, and keyword payload indexes on ``index_fields``; other
     fields are indexed the first time they are filtered on. Points are stored under uuid5 ids with the
@@ -59,12 +66,15 @@ class QdrantServerStore:
         hnsw_ef: int | None = None,
         index_fields: tuple[str, ...] = ("source",),
         max_request_bytes: int = 30 * 2**20,
+        url_from_user: bool = True,
+        read_only: bool = False,
     ) -> None:
         self.dim = dim
         self.collection = collection
         self.exact_threshold = exact_threshold
         self.hnsw_ef = hnsw_ef
         self.max_request_bytes = max_request_bytes
+        self.read_only = read_only
         self._closed = False
         self._local = url == ":memory:" or local_path is not None
         where = str(local_path) if local_path is not None else url
@@ -73,18 +83,26 @@ class QdrantServerStore:
         elif url == ":memory:":
             self._client = QdrantClient(":memory:")
         elif url:
-            key = api_key or os.environ.get("QDRANT_API_KEY")
+            key = api_key_for(url, api_key or os.environ.get("QDRANT_API_KEY"), url_from_user)
             # No background version check: for an unreachable server it warns after our own error.
-            self._client = QdrantClient(
-                url=url, api_key=key, timeout=timeout, prefer_grpc=prefer_grpc, check_compatibility=False
-            )
+            try:
+                with warnings.catch_warnings():  # plain http with a key: api_key_for has allowed it already
+                    warnings.filterwarnings("ignore", message="Api key is used with an insecure connection")
+                    self._client = QdrantClient(
+                        url=url, api_key=key, timeout=timeout, prefer_grpc=prefer_grpc, check_compatibility=False
+                    )
+            except Exception as e:  # noqa: BLE001 - the client's URL parser raises several types
+                raise GenRetError(f"invalid Qdrant URL {url!r}: {_one_line(e)}") from None
         else:
             raise GenRetError("the Qdrant server store needs a url")
         try:
             exists = self._client.collection_exists(collection)
         except UnexpectedResponse as e:
             if e.status_code in (401, 403):
-                raise GenRetError(f"Qdrant at {where} refused the request: check QDRANT_API_KEY") from None
+                hint = "check QDRANT_API_KEY" if url_from_user else (
+                    "no API key is sent to a server named only by an index's manifest: name it with --url or "
+                    "GENRET_URL (with QDRANT_API_KEY set)")
+                raise GenRetError(f"Qdrant at {where} refused the request: {hint}") from None
             raise GenRetError(f"Qdrant at {where} answered HTTP {e.status_code}: {_one_line(e)}") from None
         except Exception as e:  # noqa: BLE001 - httpx, grpc and socket errors all mean "unreachable"
             raise GenRetError(f"cannot reach Qdrant at {where}: {_one_line(e)}") from None
@@ -110,8 +128,9 @@ class QdrantServerStore:
                 self._ensure_index(field, "")
 
     def _ensure_index(self, key: str, sample: str | int | bool) -> None:
-        """Create a payload index on ``key`` (typed after a filter value) unless there is one."""
-        if key in self._indexed:
+        """Create a payload index on ``key`` (typed after a filter value) unless there is one (a read-only
+        store filters without one)."""
+        if key in self._indexed or self.read_only:
             return
         if not self._local:  # local mode ignores payload indexes (and warns about them)
             if isinstance(sample, bool):
@@ -212,6 +231,10 @@ class QdrantServerStore:
         """Number of points."""
         return self._client.count(self.collection, exact=True).count
 
+    def drop(self) -> None:
+        """Delete the whole collection from the server."""
+        self._client.delete_collection(self.collection)
+
     def optimize(self) -> None:
         """Nothing to do: the index is kept ready for search as points arrive."""
 
@@ -234,6 +257,28 @@ def _condition(key: str, values: list) -> models.FieldCondition | models.Filter:
     return models.Filter(
         should=[models.FieldCondition(key=key, match=models.MatchValue(value=v)) for v in values]
     )
+
+
+def api_key_for(url: str, key: str | None, url_from_user: bool) -> str | None:
+    """The API key to send to ``url``: none unless the user named the server; refused (GenRetError) over
+    plain http to another machine unless ``GENRET_ALLOW_INSECURE_KEY=1``. Also checks that ``url`` is one."""
+    parts = check_url(url)
+    if not key or not url_from_user:
+        return None
+    host = parts.hostname
+    if parts.scheme == "http" and not _is_loopback(host) and os.environ.get(ALLOW_INSECURE_KEY) != "1":
+        raise GenRetError(f"refusing to send QDRANT_API_KEY over plain http to {host}: use https, or set "
+                          f"{ALLOW_INSECURE_KEY}=1 if the network to it is trusted")
+    return key
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _one_line(error: Exception) -> str:

@@ -20,6 +20,8 @@ def _training_lines(config: AdapterConfig) -> list[str]:
              "| file | source | license | rows |", "|---|---|---|---:|"]
     lines += [f"| {d['file']} | {d['source']} | {d['license']} | {d['rows']} |" for d in p.get("data", [])]
     lines.append(f"| total | | | {sum(d['rows'] for d in p.get('data', []))} |")
+    if p.get("stage") == "readout":
+        return lines + _readout_lines(p)
     trained = "the token rows only (align re-fitted after the last step)" if p.get("tokens_only") else \
         "the token rows and both projections"
     final = p.get("final", {})
@@ -36,6 +38,24 @@ def _training_lines(config: AdapterConfig) -> list[str]:
               "Made with:", "", "```", p.get("command") or "genretrieval.train.train(TrainConfig(...))", "```", "",
               "The exact settings are in `adapter.json` (provenance) and the run's `train_config.json`."]
     return lines
+
+
+def _readout_lines(p: dict) -> list[str]:
+    r = p.get("readout", {})
+    held = r.get("heldout", {})
+    return ["", "## Training", "",
+            f"- token rows and `recon` from `{p.get('init_adapter')}`, kept fixed; `align` is the read-out fitted on "
+            f"their cached features (stage `readout`): InfoNCE at temperature {r.get('temperature')}, batch "
+            f"{r.get('batch_size')}, lr {r.get('lr')}, {r.get('epochs')} epochs, answers also read as passages: "
+            f"{r.get('passages')}, query-passage weight {r.get('query_passage_weight')}, duplicates above teacher "
+            f"cosine {r.get('duplicate_threshold')} are not negatives",
+            f"- chosen epoch {r.get('best_epoch')} by held-out retrieval ({p.get('heldout')} training rows nothing "
+            f"trained on; each query retrieves its own answer among theirs): nDCG@10 {held.get('ndcg@10')}, "
+            f"MRR@10 {held.get('mrr@10')}, cosine to the teacher's answer embedding {held.get('cos')}",
+            f"- wall time: {p.get('train_seconds')} s (features and fit)",
+            f"- torch {p.get('torch')}, transformers {p.get('transformers')}", "",
+            "Made with:", "", "```", p.get("command") or "genretrieval.train.train(TrainConfig(...))", "```", "",
+            "The exact settings are in `adapter.json` (provenance) and the run's `train_config.json`."]
 
 
 def _report_lines(report: dict, adapter_id: str | None) -> list[str]:

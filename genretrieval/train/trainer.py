@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 
+from ..encoder.device import set_threads
 from ..encoder.model import left_pad, position_ids_from_mask
 from ..errors import GenRetError
 from ..progress import progress_bar
@@ -64,8 +65,19 @@ class TrainConfig:
     dtype: str | None = None
     num_threads: int | None = None
     command: str | None = None  # the command line that started the run, for the model card
-    stages: list[Literal["responses", "teacher", "optimize"]] = field(
+    stages: list[Literal["responses", "teacher", "optimize", "readout"]] = field(
         default_factory=lambda: ["responses", "teacher", "optimize"])
+    init_adapter: str | None = None  # start from this adapter directory ("shipped": the backbone's shipped one)
+    # Stage "readout": recon and align fitted on cached frozen features (train/readout.py), the tokens kept.
+    readout_epochs: int = 30
+    readout_batch_size: int = 256
+    readout_lr: float = 1e-3
+    temperature: float = 0.05
+    passages: bool = True  # also train the document path, on the backbone's answers read as passages
+    max_passage_tokens: int = 64  # answers read as passages are cut to this many tokens (cheaper features)
+    query_passage_weight: float = 1.0
+    duplicate_threshold: float = 0.9
+    readout_holdout: int = 500
 
     def validate(self) -> None:
         if self.num_compression <= 0:
@@ -262,30 +274,38 @@ def plot_losses(csv_path: Path, png_path: Path) -> None:
 CSV_FIELDS = ["step", "loss", "recon", "align", "cos", "heldout_cos", "lr", "seconds"]
 
 
-def train(cfg: TrainConfig, progress: bool = True, log=print) -> Path:
-    """Run the configured stages; returns the directory of the final adapter (``out/adapter``).
+@dataclass
+class Prepared:
+    """What every stage after the responses works from (``prepare``)."""
 
-    Interrupting and re-running with the same config resumes each stage where it stopped: cached responses and
-    teacher vectors are reused, and optimisation restarts from the last checkpoint with the same step,
-    optimizer state and data order.
-    """
+    queries: list
+    model: object  # GenModel
+    tokenizer: object
+    adapter_cfg: object  # AdapterConfig
+    rows: list[dict]  # usable responses, sorted by id
+    targets: np.ndarray  # (N, D) raw teacher embeddings of the responses
+
+
+def prepare(cfg: TrainConfig, progress: bool = True, log=print) -> Prepared:
+    """Stages a and b as configured: queries, the model (from ``cfg.init_adapter`` if given), the cached
+    responses (generated first when "responses" is a stage) and the teacher's targets."""
     from ..encoder import load_gen_model
-    from ..encoder.adapter import save_adapter
-    from ..encoder.device import set_threads
     from ..encoder.teacher import TeacherEncoder
-    from .card import write_model_card
     from .responses import read_responses
 
     cfg.validate()
     set_threads(cfg.num_threads)
-    torch.manual_seed(cfg.seed)
     run = Path(cfg.out)
-    run.mkdir(parents=True, exist_ok=True)
-    (run / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
     queries = load_queries(cfg.queries, max_queries=cfg.max_queries, seed=cfg.seed)
-    model, tok, adapter_cfg, _ = load_gen_model(cfg.backbone, None, cfg.device, cfg.dtype, cfg.num_compression,
+    init = cfg.init_adapter
+    if init == "shipped":
+        from ..encoder.adapter import shipped_adapter
+        from ..encoder.backbones import resolve_backbone
+
+        if (init := shipped_adapter(resolve_backbone(cfg.backbone).name)) is None:
+            raise GenRetError(f"no adapter ships for backbone {cfg.backbone!r}; pass a directory to --init-adapter")
+    model, tok, adapter_cfg, _ = load_gen_model(cfg.backbone, init, cfg.device, cfg.dtype, cfg.num_compression,
                                                 cfg.num_thought, dim=384, use_shipped=False)
-    device = str(model.special.device)
 
     # a. responses
     if "responses" in cfg.stages:
@@ -300,9 +320,34 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> Path:
     log(f"responses: {len(rows)} usable of {len(queries)} queries")
 
     # b. teacher targets
-    teacher = TeacherEncoder(cfg.teacher, device)
+    teacher = TeacherEncoder(cfg.teacher, str(model.special.device))
     targets = teacher_targets(teacher, [r["id"] for r in rows], [r["response"] for r in rows],
                               run / "teacher.parquet", progress)
+    return Prepared(queries, model, tok, adapter_cfg, rows, targets)
+
+
+def train(cfg: TrainConfig, progress: bool = True, log=print) -> Path:
+    """Run the configured stages; returns the directory of the final adapter (``out/adapter``).
+
+    Interrupting and re-running with the same config resumes each stage where it stopped: cached responses and
+    teacher vectors are reused, and optimisation restarts from the last checkpoint with the same step,
+    optimizer state and data order.
+    """
+    from ..encoder.adapter import save_adapter
+    from .card import write_model_card
+    from .readout import train_readout
+
+    cfg.validate()
+    torch.manual_seed(cfg.seed)
+    run = Path(cfg.out)
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+    data = prepare(cfg, progress, log)
+    queries, model, tok, adapter_cfg, rows, targets = (data.queries, data.model, data.tokenizer, data.adapter_cfg,
+                                                       data.rows, data.targets)
+    device = str(model.special.device)
+    if "readout" in cfg.stages:
+        return train_readout(cfg, model, tok, adapter_cfg, rows, targets, queries, run, progress, log)
     if "optimize" not in cfg.stages:
         return run
 
@@ -360,8 +405,7 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> Path:
     micro = _batches([len(q) for q in batcher.q_ids], cfg, total * cfg.grad_accum)
     for _ in range(start * cfg.grad_accum):  # skip what the checkpoint already consumed
         next(micro)
-    with progress_bar("training", total, progress) as advance:
-        advance(start)
+    with progress_bar("training", total, progress, initial=start) as advance:
         for step in range(start, total):
             opt.zero_grad(set_to_none=True)
             parts = {"loss": 0.0, "recon": 0.0, "align": 0.0, "cos": 0.0}
