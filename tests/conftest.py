@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -49,4 +50,25 @@ def tiny_backbone(tmp_path_factory) -> str:
 def tiny_backbone_wide(tmp_path_factory) -> str:
     """Same architecture with another hidden size, for adapter mismatch tests."""
     return str(build_tiny_backbone(tmp_path_factory.mktemp("tiny-backbone-48"), hidden=48))
+
+
+@pytest.fixture(scope="module")
+def enc(tiny_backbone):
+    """The generative encoder on the tiny backbone (fp32, 64 tokens)."""
+    from genretrieval.encoder import load_encoder
+
+    return load_encoder("gen", backbone=tiny_backbone, dtype="fp32", max_length=64)
+
+
+@pytest.fixture()
+def corpus(tmp_path):
+    """A small corpus: Markdown, text and a JSONL record file with a filterable field, in a sub-folder."""
+    root = tmp_path / "corpus"
+    (root / "sub").mkdir(parents=True)
+    (root / "a.md").write_text("# Paris\nParis is the capital of France. " * 3)
+    (root / "b.txt").write_text("bread is made of water")
+    (root / "sub" / "c.jsonl").write_text(
+        json.dumps({"id": "r1", "text": "the river flows to the sea", "lang": "en"}) + "\n"
+        + json.dumps({"id": "r2", "text": "le fleuve coule vers la mer", "lang": "fr"}) + "\n")
+    return root
 

@@ -14,11 +14,6 @@ TEXTS = ["what is the capital of france", "how to bake bread", "hello", "why is 
          "who make the city", "the a of to and in is what how why who"]
 
 
-@pytest.fixture(scope="module")
-def enc(tiny_backbone):
-    return load_encoder("gen", backbone=tiny_backbone, dtype="fp32", max_length=64)
-
-
 def test_shapes_dtype_and_normalisation(enc):
     q = enc.encode_queries(TEXTS)
     d = enc.encode_documents(TEXTS)

@@ -22,28 +22,10 @@ import pytest
 from typer.testing import CliRunner
 
 from genretrieval.cli import app
-from genretrieval.encoder import load_encoder
 from genretrieval.index import LOCK, MANIFEST, STORE, Index
 
 runner = CliRunner()
 BACKENDS = ["faiss", "qdrant"]
-
-
-@pytest.fixture(scope="module")
-def enc(tiny_backbone):
-    return load_encoder("gen", backbone=tiny_backbone, dtype="fp32", max_length=64)
-
-
-@pytest.fixture()
-def corpus(tmp_path):
-    root = tmp_path / "corpus"
-    (root / "sub").mkdir(parents=True)
-    (root / "a.md").write_text("# Paris\nParis is the capital of France. " * 3)
-    (root / "b.txt").write_text("bread is made of water")
-    (root / "sub" / "c.jsonl").write_text(
-        json.dumps({"id": "r1", "text": "the river flows to the sea", "lang": "en"}) + "\n"
-        + json.dumps({"id": "r2", "text": "le fleuve coule vers la mer", "lang": "fr"}) + "\n")
-    return root
 
 
 def build(where: Path, enc, corpus: Path, backend: str, tiny_backbone: str) -> int:

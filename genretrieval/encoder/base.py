@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
@@ -47,3 +48,14 @@ def check_texts(texts: Sequence[str]) -> list[str]:
         if not t.strip():
             raise GenRetError(f"text {i} is empty")
     return texts
+
+
+def log_truncation(encoder: Any, message: str) -> None:
+    """Log that texts were cut: a warning the first time for ``encoder``, later at debug level."""
+    log = logging.getLogger("genretrieval")
+    if getattr(encoder, "_warned_truncation", False):
+        log.debug(message)
+    else:
+        encoder._warned_truncation = True
+        log.warning(message + "; later cuts by this encoder are not reported")
+

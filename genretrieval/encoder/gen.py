@@ -13,7 +13,7 @@ import torch
 from ..instructions import Task, get_task
 from ..progress import Progress, active, progress_bar
 from .adapter import AdapterConfig
-from .base import check_texts
+from .base import check_texts, log_truncation
 from .model import GenModel, left_pad
 
 log = logging.getLogger("genretrieval")
@@ -40,7 +40,6 @@ class GenEncoder:
         self.device = device
         self.max_length = max_length
         self.dim = model.dim
-        self._warned_truncation = False
         # When set, pooled hidden states are cached per text under this folder (encoder/features.py), so a
         # read-out that changes only recon/align re-embeds a corpus without a forward pass.
         self.feature_cache: Path | None = None
@@ -108,13 +107,8 @@ class GenEncoder:
         worst = int(np.argmax(dropped))
         label = "the text" if of == 1 else f"text {which[worst]}"
         others = f" ({len(which)} texts were cut in this call)" if len(which) > 1 else ""
-        message = (f"{label} was cut to the {budget} tokens the encoder reads (instruction included): "
-                   f"{dropped[worst]:,} tokens at its end were dropped{others}")
-        if self._warned_truncation:
-            log.debug(message)
-        else:
-            self._warned_truncation = True
-            log.warning(message + "; later cuts by this encoder are not reported")
+        log_truncation(self, f"{label} was cut to the {budget} tokens the encoder reads (instruction "
+                             f"included): {dropped[worst]:,} tokens at its end were dropped{others}")
 
     def pad(self, rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Left-pad token id lists to (B, L) ``input_ids`` and ``attention_mask`` on the encoder's device."""

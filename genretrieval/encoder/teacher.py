@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any, Sequence
 
 import numpy as np
 
 from ..errors import GenRetError
-from .base import check_texts
-
-log = logging.getLogger("genretrieval")
+from .base import check_texts, log_truncation
 
 TEACHER_NAME = "all-MiniLM-L6-v2"
 
@@ -49,7 +46,6 @@ class TeacherEncoder:
         self.dim = int(self._pool.get_embedding_dimension())
         self.tokenizer = full.tokenizer
         self.device = device
-        self._warned_truncation = False
 
     @property
     def max_text_tokens(self) -> int:
@@ -67,13 +63,8 @@ class TeacherEncoder:
         worst = max(over, key=lambda i: lengths[i])
         label = "the text" if len(texts) == 1 else f"text {worst}"
         others = f" ({len(over)} texts were cut in this call)" if len(over) > 1 else ""
-        message = (f"{label} was cut to the {limit} tokens {self.name} reads: {lengths[worst] - limit:,} "
-                   f"tokens at its end were dropped{others}")
-        if self._warned_truncation:
-            log.debug(message)
-        else:
-            self._warned_truncation = True
-            log.warning(message + "; later cuts by this encoder are not reported")
+        log_truncation(self, f"{label} was cut to the {limit} tokens {self.name} reads: "
+                             f"{lengths[worst] - limit:,} tokens at its end were dropped{others}")
 
     def identity(self) -> dict[str, Any]:
         return {"kind": "teacher", "model": self.name, "dim": self.dim}

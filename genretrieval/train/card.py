@@ -48,8 +48,9 @@ def _readout_lines(p: dict) -> list[str]:
     r = p.get("readout", {})
     held = r.get("heldout", {})
     return ["", "## Training", "",
-            f"- token rows and `recon` from {_init_name(p.get('init_adapter'))}, kept fixed; `align` is the read-out fitted on "
-            f"their cached features (stage `readout`): InfoNCE at temperature {r.get('temperature')}, batch "
+            f"- token rows and `recon` from {_init_name(p.get('init_adapter'))}, kept fixed; `align` is the "
+            f"read-out fitted on their cached features (stage `readout`): InfoNCE at temperature "
+            f"{r.get('temperature')}, batch "
             f"{r.get('batch_size')}, lr {r.get('lr')}, {r.get('epochs')} epochs, answers also read as passages: "
             f"{r.get('passages')}, query-passage weight {r.get('query_passage_weight')}, duplicates above teacher "
             f"cosine {r.get('duplicate_threshold')} are not negatives",
