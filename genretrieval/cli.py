@@ -275,7 +275,8 @@ def _check_writable(where: Path) -> None:
 @user_errors
 def index_cmd(
     ctx: typer.Context,
-    path: Annotated[Path, typer.Argument(help="Corpus file or directory.")],
+    path: Annotated[Optional[Path], typer.Argument(help="Corpus file or directory (none with --from-embeddings).")] = (
+        None),
     backend: Annotated[Backend, typer.Option(
         envvar="GENRET_BACKEND", help="Vector store of a new index (an existing one keeps its own).")] = Backend.qdrant,
     index: IndexNameOpt = None,
@@ -290,6 +291,11 @@ def index_cmd(
     rebuild: Annotated[bool, typer.Option(
         "--rebuild", help="Remove the index's own manifest and store (on a server, its collection) and build it "
                           "again; options not given keep the index's values.")] = False,
+    from_embeddings: Annotated[Optional[Path], typer.Option(
+        help="Bulk-load the Parquet files `genret embed` wrote to this folder instead of embedding a corpus; the "
+             "encoder, task and chunking come from the files.")] = None,
+    parallel: Annotated[int, typer.Option(min=1, help="With --from-embeddings: upload processes to a Qdrant "
+                                                      "server.")] = 4,
     encoder: EncoderOpt = EncoderKind.gen,
     backbone: BackboneOpt = None,
     adapter: AdapterOpt = None,
@@ -319,7 +325,11 @@ def index_cmd(
     from .index import MANIFEST, Index, lock_holder, read_manifest
     from .index import index_dir as resolve_dir
 
-    if not path.exists():
+    if from_embeddings is not None:
+        _check_embeddings_options(ctx, path)
+    elif path is None:
+        raise GenRetError("give the corpus PATH to index (or --from-embeddings DIR)")
+    elif not path.exists():
         raise GenRetError(f"path not found: {path}")
     where = resolve_dir(index, index_dir)
     if busy := lock_holder(where):
@@ -345,6 +355,9 @@ def index_cmd(
     if rebuild and opts["url"] and not named_url:
         raise GenRetError(f"index {where} is on a Qdrant server: name it with --url (or GENRET_URL) to rebuild it")
     _check_writable(where)
+    if from_embeddings is not None:
+        _index_from_embeddings(from_embeddings, where, opts, named_url, rebuild, sync, parallel)
+        return
     enc = load_encoder(opts["encoder"], backbone=opts["backbone"], adapter=opts["adapter"], device=device,
                        dtype=dtype, num_threads=num_threads, trust_remote_code=trust_remote_code)
     # A chunk longer than the encoder reads would lose its end silently: refuse it, or fit the default to it.
@@ -375,9 +388,111 @@ def index_cmd(
                f"({stats.encode_seconds:.1f}s encoding)" + (f"; {stats.notes}" if stats.notes else ""), err=True)
 
 
+# `genret index` options that --from-embeddings takes from the files instead.
+FROM_FILES = ("encoder", "backbone", "adapter", "task", "chunk_size", "overlap", "id_field", "title_field",
+              "text_field", "follow_symlinks", "batch_size", "device", "dtype", "num_threads", "trust_remote_code")
+
+
+def _check_embeddings_options(ctx: typer.Context, path: Optional[Path]) -> None:
+    """--from-embeddings loads vectors: a corpus PATH or an encoder or chunking option is a one-line error."""
+    if path is not None:
+        raise GenRetError("give either a corpus PATH or --from-embeddings DIR, not both")
+    given = [n for n in FROM_FILES if _source(ctx, n) == "COMMANDLINE"]
+    if given:
+        raise GenRetError(f"--{given[0].replace('_', '-')} does not apply with --from-embeddings: the files record "
+                          "the encoder, task and chunking they were made with")
+
+
+def _index_from_embeddings(directory: Path, where: Path, opts: dict, named_url: Optional[str], rebuild: bool,
+                           sync: bool, parallel: int) -> None:
+    from .embed import index_from_embeddings
+
+    store_options = {k: v for k, v in (("shard_number", opts["shards"]), ("replication_factor", opts["replicas"]))
+                     if v}
+    stats, total = index_from_embeddings(directory, where, opts["backend"], url=named_url,
+                                         faiss_index=opts["faiss_index"], store_options=store_options,
+                                         rebuild=rebuild, sync=sync, parallel=parallel)
+    typer.echo(f"{where}: {stats.files} files, {stats.chunks} chunks from {directory}: {stats.added} added, "
+               f"{stats.updated} updated, {stats.skipped} unchanged, {stats.deleted} deleted; {total} in index; "
+               f"{stats.seconds:.1f}s", err=True)
+
+
+class _RayOption(typer.core.TyperCommand):
+    """Lets ``--ray`` stand without an address (last, or before another option): a local Ray cluster."""
+
+    def parse_args(self, ctx, args):
+        args = list(args)
+        for i, arg in enumerate(args):
+            if arg == "--ray" and (i + 1 == len(args) or args[i + 1].startswith("-")):
+                args.insert(i + 1, "local")
+                break
+        return super().parse_args(ctx, args)
+
+
+@app.command("embed", cls=_RayOption)
+@user_errors
+def embed_cmd(
+    path: Annotated[Path, typer.Argument(help="Corpus file or directory.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the Parquet files (one or more per corpus file; "
+                                                    "a re-run skips files already embedded).")],
+    ray: Annotated[Optional[str], typer.Option(
+        "--ray", metavar="[ADDRESS]", help="Run on Ray (pip install 'genretrieval\\[ray]'): alone (after PATH), a "
+                                           "local cluster on this machine's CPUs; with an address (auto, "
+                                           "ray://HOST:PORT), an existing cluster. One encoder per GPU (or per "
+                                           "CPU worker without GPUs).")] = None,
+    workers: Annotated[Optional[int], typer.Option(
+        min=1, help="With --ray: encoder workers (default: one per GPU; without GPUs, one per 4 CPUs, or per "
+                    "--num-threads CPUs).")] = None,
+    encoder: EncoderOpt = EncoderKind.gen,
+    backbone: BackboneOpt = None,
+    adapter: AdapterOpt = None,
+    task: Annotated[Optional[str], typer.Option(help="Instruction preset for documents (default: retrieval, or what "
+                                                     "the folder was made with).")] = None,
+    chunk_size: Annotated[Optional[int], typer.Option(min=8, help="Tokens per chunk (default: 256, at most what the "
+                                                                  "encoder reads).")] = None,
+    overlap: Annotated[Optional[int], typer.Option(min=0, help="Tokens shared by consecutive chunks (default "
+                                                               "32).")] = None,
+    part_documents: Annotated[Optional[int], typer.Option(
+        min=1, help="Documents per Parquet part: the unit of resuming and of work on Ray (default 1000).")] = None,
+    batch_size: BatchOpt = 16,
+    sync: Annotated[bool, typer.Option(help="Also remove the parts of files that disappeared.")] = False,
+    follow_symlinks: Annotated[bool, typer.Option(
+        help="Follow symlinks that lead out of the corpus folder (default: skip and count them).")] = False,
+    id_field: Annotated[Optional[str], typer.Option(help="Record files: the field holding each record's id.")] = None,
+    title_field: Annotated[Optional[str], typer.Option(help="Record files: the field holding the title.")] = None,
+    text_field: Annotated[Optional[str], typer.Option(help="Record files: the field holding the text.")] = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    num_threads: ThreadsOpt = None,
+    trust_remote_code: TrustOpt = False,
+) -> None:
+    """Chunk and embed a corpus into Parquet files (id, text, title, source, chunk_no, metadata, content_hash,
+    vector; the encoder identity in the schema metadata), for `genret index --from-embeddings`. Resumable."""
+    from .embed import embed_corpus, embed_corpus_ray
+
+    spec = {"kind": encoder.value, "backbone": _normal_path(backbone),
+            "adapter": str(adapter.resolve()) if adapter else None, "device": device, "dtype": dtype,
+            "num_threads": num_threads, "trust_remote_code": trust_remote_code}
+    settings = {"task": task, "chunk_size": chunk_size, "overlap": overlap, "part_documents": part_documents,
+                "id_field": id_field, "title_field": title_field, "text_field": text_field}
+    if ray is None:
+        if workers is not None:
+            raise GenRetError("--workers applies to --ray")
+        stats = embed_corpus(path, out, encoder_spec=spec, batch_size=batch_size, sync=sync,
+                             follow_symlinks=follow_symlinks, **settings)
+    else:
+        stats = embed_corpus_ray(path, out, spec, address=None if ray == "local" else ray, workers=workers,
+                                 batch_size=batch_size, sync=sync, follow_symlinks=follow_symlinks, **settings)
+    typer.echo(f"{out}: {stats.files} files: {stats.skipped} already embedded, {stats.embedded_files} written "
+               f"({stats.parts} parts, {stats.chunks} chunks, {stats.embedded} embedded"
+               + (f", on {stats.workers} Ray workers" if ray is not None else "") + f"); {stats.removed} parts "
+               f"removed; {stats.seconds:.1f}s" + (f"; {stats.notes}" if stats.notes else ""), err=True)
+
+
 @app.command()
 @user_errors
 def search(
+    ctx: typer.Context,
     queries: Annotated[list[str], typer.Argument(help="Query text(s); '-' reads one query per stdin line.")],
     k: Annotated[int, typer.Option("-k", "--top-k", help="Results per query.")] = 10,
     filter: FilterOpt = None,
@@ -392,13 +507,15 @@ def search(
     dtype: DtypeOpt = None,
     num_threads: ThreadsOpt = None,
     trust_remote_code: TrustOpt = False,
+    server: Annotated[Optional[str], typer.Option(
+        envvar="GENRET_SERVER", help="URL of a running `genret serve`: search its index there instead of loading "
+                                     "the model here.")] = None,
 ) -> None:
     """Search an index; prints JSON lines (id, score, text, title, source, chunk_no, metadata) by default.
 
     With several queries each line also carries its query. Searching never changes the index.
     """
     from .corpus import snippet
-    from .index import Index
 
     items = read_inputs(queries)
     if not items or any(not q.strip() for q in items):
@@ -406,11 +523,23 @@ def search(
     if k <= 0:
         raise GenRetError(f"k must be >= 1, got {k}")
     where = parse_filters(filter)
-    with Index.open(_existing_index(index, index_dir), url=url, device=device, dtype=dtype,
-                    num_threads=num_threads, trust_remote_code=trust_remote_code or None) as idx:
-        results = idx.search(items, k=k, where=where, task=task)
-        if not any(results) and (note := _no_source_note(idx, where)):
-            typer.echo(note, err=True)
+    if server:
+        from .client import search as remote_search
+
+        local = [n for n in ("index", "index_dir", "url", "device", "dtype", "num_threads", "trust_remote_code")
+                 if _source(ctx, n) == "COMMANDLINE"]
+        if local:
+            raise GenRetError(f"--{local[0].replace('_', '-')} applies to a local search; with --server the server "
+                              "searches the index it serves")
+        results = remote_search(server, items, k=k, where=where, task=task)
+    else:
+        from .index import Index
+
+        with Index.open(_existing_index(index, index_dir), url=url, device=device, dtype=dtype,
+                        num_threads=num_threads, trust_remote_code=trust_remote_code or None) as idx:
+            results = idx.search(items, k=k, where=where, task=task)
+            if not any(results) and (note := _no_source_note(idx, where)):
+                typer.echo(note, err=True)
     fmt = OutputFormat.plain if plain else format
     if fmt == OutputFormat.json:
         typer.echo(json.dumps([{"query": q, "hits": [h.to_dict() for h in hits]} for q, hits in zip(items, results)],
@@ -464,6 +593,35 @@ def delete(
         typer.echo(note, err=True)
 
 
+@app.command()
+@user_errors
+def serve(
+    index: IndexNameOpt = None,
+    index_dir: IndexDirOpt = None,
+    host: Annotated[str, typer.Option(help="Address to listen on (default: this machine only).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
+    read_only: Annotated[bool, typer.Option(
+        "--read-only", help="Refuse writes even with GENRET_API_TOKEN set (the index is opened for reading).")] = False,
+    max_k: Annotated[int, typer.Option(min=1, help="Most hits per query.")] = 100,
+    max_batch: Annotated[int, typer.Option(min=1, help="Most queries per /search/batch request.")] = 64,
+    max_documents: Annotated[int, typer.Option(min=1, help="Most documents per POST /documents.")] = 256,
+    max_body: Annotated[int, typer.Option(min=1024, help="Largest request body, in bytes.")] = 4 * 1024 * 1024,
+    url: UrlOpt = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    num_threads: ThreadsOpt = None,
+    trust_remote_code: TrustOpt = False,
+) -> None:
+    """Serve an index over HTTP (JSON API: /search, /search/batch, /info, /documents; /docs), with the model
+    loaded once. Writes need GENRET_API_TOKEN (as a bearer token); without it the server only searches."""
+    from .serve import Limits, run
+
+    run(_existing_index(index, index_dir), host=host, port=port, read_only=read_only, url=url,
+        limits=Limits(max_k=max_k, max_batch=max_batch, max_documents=max_documents, max_body=max_body),
+        log=lambda m: typer.echo(m, err=True), device=device, dtype=dtype, num_threads=num_threads,
+        trust_remote_code=trust_remote_code or None)
+
+
 @app.command("train")
 @user_errors
 def train_cmd(
@@ -492,8 +650,9 @@ def train_cmd(
     init_align: Annotated[str, typer.Option(help="Start of align: ridge (fit to the targets) or random.")] = "ridge",
     tokens_only: Annotated[bool, typer.Option(
         help="Train only the token rows (with a ridge start, align is re-fitted at the end).")] = False,
-    stage: Annotated[Optional[list[str]], typer.Option(
-        help="Run only these stages: responses, teacher, optimize, readout (default: the first three).")] = None,
+    stages: Annotated[Optional[list[str]], typer.Option(
+        "--stage", help="Run only these stages (repeat): responses, teacher, optimize, readout "
+                        "(default: the first three).")] = None,
     init_adapter: Annotated[Optional[str], typer.Option(
         help="Start from this adapter directory ('shipped': the backbone's shipped adapter).")] = None,
     readout_epochs: Annotated[int, typer.Option(min=1, help="Stage readout: epochs over the cached features.")] = 30,
@@ -516,30 +675,29 @@ def train_cmd(
     num_threads: ThreadsOpt = None,
 ) -> None:
     """Self-supervised training: the backbone's own answers, teacher targets, then the adapter. Resumable."""
-    from .train import TrainConfig, train
+    options = dict(locals())  # every option is a TrainConfig field of the same name
+    from .train import DEFAULT_STAGES, TrainConfig, train
 
-    if init_align not in ("ridge", "random"):
-        raise GenRetError(f"unknown --init-align {init_align!r}; use ridge or random")
-    stages = stage or ["responses", "teacher", "optimize"]
-    if unknown := set(stages) - {"responses", "teacher", "optimize", "readout"}:
-        raise GenRetError(f"unknown stage(s) {sorted(unknown)}; use responses, teacher, optimize, readout")
-    if "readout" in stages and "optimize" in stages:
-        raise GenRetError("stages optimize and readout both write the adapter: run one of them")
-    cfg = TrainConfig(queries=queries, out=str(out), backbone=backbone, teacher=teacher,
-                      num_compression=num_compression, num_thought=num_thought, recon_weight=recon_weight,
-                      align_weight=align_weight, lr=lr, batch_size=batch_size, grad_accum=grad_accum, epochs=epochs,
-                      steps=steps, max_queries=max_queries, max_query_tokens=max_query_tokens,
-                      max_response_tokens=max_response_tokens, max_new_tokens=max_new_tokens,
-                      gen_batch_size=gen_batch_size, checkpoint_every=checkpoint_every,
-                      gradient_checkpointing=gradient_checkpointing, group_by_length=group_by_length,
-                      init_align=init_align, tokens_only=tokens_only, seed=seed, init_adapter=init_adapter,
-                      readout_epochs=readout_epochs, readout_lr=readout_lr, readout_batch_size=readout_batch_size,
-                      temperature=temperature, passages=passages, query_passage_weight=query_passage_weight,
-                      duplicate_threshold=duplicate_threshold, max_passage_tokens=max_passage_tokens,
-                      readout_holdout=readout_holdout, device=device, dtype=dtype,
-                      num_threads=num_threads, stages=stages, command="genret " + " ".join(sys.argv[1:]))
+    cfg = TrainConfig(**{**options, "out": str(out), "stages": stages or DEFAULT_STAGES,
+                         "command": "genret " + " ".join(sys.argv[1:])})
     adapter = train(cfg, log=lambda m: typer.echo(m, err=True))
     typer.echo(str(adapter))
+
+
+@app.command("convert")
+@user_errors
+def convert_cmd(
+    src: Annotated[Path, typer.Argument(help="Official LLM2Vec-Gen checkpoint directory (run_config.yml, encoder/, "
+                                             "reconstruction_mlp, alignment_mlp, tokenizer files).")],
+    out: Annotated[Path, typer.Option("--out", help="Adapter directory to write.")],
+    backbone: Annotated[Optional[str], typer.Option(
+        help="Registry name, local model path or Hugging Face id (default: run_config.yml's "
+             "model_name_or_path).")] = None,
+) -> None:
+    """Import an official LLM2Vec-Gen checkpoint as a genret adapter (local files only; no pickled code runs)."""
+    from .encoder.convert import convert_official
+
+    typer.echo(str(convert_official(src, out, backbone=backbone)))
 
 
 class System(str, Enum):

@@ -14,7 +14,7 @@ from typing import Any, Iterable, Literal
 import numpy as np
 
 from . import __version__
-from .corpus import Chunk, ChunkDiff, scan
+from .corpus import Chunk, ChunkDiff, Document, chunk_document, scan
 from .encoder.base import Encoder
 from .errors import GenRetError
 from .progress import progress_bar
@@ -244,6 +244,26 @@ def _check_store_folder(folder: Path) -> None:
         raise GenRetError(f"{folder} exists and is not a genretrieval store; choose another index folder")
 
 
+def _stamp(path: Path, manifest: dict) -> tuple | None:
+    """What the files of a local FAISS index look like now (name, inode, size, mtime of the manifest and of each
+    store file), so that a reader can tell that a writer changed them; None for other backends."""
+    if manifest["backend"] != "faiss" or manifest["url"]:
+        return None
+    entries = [path / MANIFEST]
+    try:
+        entries += sorted(e for e in (path / STORE).iterdir() if not e.name.endswith((".tmp", "-journal")))
+    except OSError:
+        pass
+    out = []
+    for entry in entries:
+        try:
+            st = entry.stat()
+        except OSError:
+            continue
+        out.append((entry.name, st.st_ino, st.st_size, st.st_mtime_ns))
+    return tuple(out)
+
+
 def _close_quietly(store) -> None:
     try:
         store.close()
@@ -266,6 +286,7 @@ class Index:
         self._lock = lock
         self._made: list[Path] = []  # what create() made for a new index, removed by discard()
         self._new_dirs: list[Path] = []
+        self._stamp: tuple | None = None  # a reader's view of its files on disk, for refresh()
 
     # ------------------------------------------------------------------------------------------ lifecycle
     @classmethod
@@ -377,8 +398,11 @@ class Index:
                 spec = {**manifest["encoder_spec"], **{k: v for k, v in encoder_overrides.items() if v is not None}}
                 encoder = load_encoder(**spec)
             cls._check_encoder(path, manifest["encoder"], encoder.identity())
+        stamp = None if writable else _stamp(path, manifest)  # taken first: a change while opening is seen later
         store = cls._open_store(path, manifest, create=False, read_only=not writable, url=url)
-        return cls(path, manifest, encoder, store, writable=writable, lock=lock)
+        index = cls(path, manifest, encoder, store, writable=writable, lock=lock)
+        index._stamp = stamp
+        return index
 
     @staticmethod
     def _check_encoder(path: Path, built: dict, now: dict) -> None:
@@ -425,6 +449,28 @@ class Index:
             shutil.rmtree(path / STORE)
         (path / MANIFEST).unlink()
 
+    def refresh(self) -> bool:
+        """For an index open for reading: catch up with what another process wrote since it was opened (or last
+        refreshed), by re-reading the manifest and reopening the store when their files changed on disk. Returns
+        whether it reopened. Only a local FAISS index can change under a reader (a Qdrant Edge index is open in
+        one process at a time, a server collection is always current): for the others, and for an index open
+        for writing, this does nothing. GenRetError, with the old store kept open, when the index can no longer
+        be read or was rebuilt with another encoder or backend."""
+        if self._stamp is None:
+            return False
+        stamp = _stamp(self.path, self.manifest)
+        if stamp == self._stamp:
+            return False
+        manifest = read_manifest(self.path)
+        if manifest["backend"] != "faiss" or manifest["url"]:
+            raise GenRetError(f"index {self.path} was rebuilt with another backend; open it again")
+        if self.encoder is not None:
+            self._check_encoder(self.path, manifest["encoder"], self.encoder.identity())
+        store = self._open_store(self.path, manifest, create=False, read_only=True)
+        old, self.store, self.manifest, self._stamp = self.store, store, manifest, stamp
+        _close_quietly(old)
+        return True
+
     def close(self) -> None:
         """Close the store and release the folder's lock; safe to call twice."""
         try:
@@ -449,8 +495,8 @@ class Index:
         self.close()
 
     # ------------------------------------------------------------------------------------------ writing
-    def _existing_hashes(self) -> dict[str, str | None]:
-        ids = self.store.ids()
+    def _existing_hashes(self, where: dict | None = None) -> dict[str, str | None]:
+        ids = self.store.ids(where=where) if where else self.store.ids()
         out: dict[str, str | None] = {}
         for s in range(0, len(ids), 1000):
             for pid, payload in self.store.get(ids[s:s + 1000]).items():
@@ -495,27 +541,73 @@ class Index:
             stats.updated = sum(1 for c in todo if c.id in existing)
             stats.added = len(todo) - stats.updated
             stats.notes = ingest.skipped_summary()
-            # Longest first, so each encoder batch holds texts of similar length (little padding).
-            todo.sort(key=lambda c: len(c.text) + len(c.title), reverse=True)
-            with progress_bar("embedding chunks", len(todo), progress and bool(todo)) as advance:
-                for s in range(0, len(todo), flush_every):
-                    part = todo[s:s + flush_every]
-                    vectors = []
-                    for b in range(0, len(part), batch_size):
-                        te = time.perf_counter()
-                        vectors.append(self.encoder.encode_documents(
-                            [self._doc_text(c) for c in part[b:b + batch_size]], task=self.manifest["task"],
-                            batch_size=batch_size))
-                        stats.encode_seconds += time.perf_counter() - te
-                        advance(len(vectors[-1]))
-                    self.store.upsert([c.id for c in part], np.concatenate(vectors), [self._payload(c) for c in part])
-                    self.store.flush()
+            self._embed(todo, stats, batch_size, flush_every, progress)
             if stale:
                 stats.deleted = self.store.delete(ids=stale)
             self.store.flush()
             self.store.optimize()
             self.manifest["corpus"] = str(Path(corpus).resolve())
             self.manifest["fields"] = fields
+            self.manifest["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            _write_json_atomic(self.path / MANIFEST, self.manifest)
+        except OSError as e:
+            raise GenRetError(f"cannot write the index {self.path}: {e.strerror or e}") from None
+        stats.seconds = time.perf_counter() - t0
+        return stats
+
+    def _embed(self, todo: list[Chunk], stats: IndexStats, batch_size: int, flush_every: int,
+               progress: bool) -> None:
+        """Embed ``todo`` and upsert it, flushing every ``flush_every`` chunks; adds to ``stats.encode_seconds``."""
+        # Longest first, so each encoder batch holds texts of similar length (little padding).
+        todo.sort(key=lambda c: len(c.text) + len(c.title), reverse=True)
+        with progress_bar("embedding chunks", len(todo), progress and bool(todo)) as advance:
+            for s in range(0, len(todo), flush_every):
+                part = todo[s:s + flush_every]
+                vectors = []
+                for b in range(0, len(part), batch_size):
+                    te = time.perf_counter()
+                    vectors.append(self.encoder.encode_documents(
+                        [self._doc_text(c) for c in part[b:b + batch_size]], task=self.manifest["task"],
+                        batch_size=batch_size))
+                    stats.encode_seconds += time.perf_counter() - te
+                    advance(len(vectors[-1]))
+                self.store.upsert([c.id for c in part], np.concatenate(vectors), [self._payload(c) for c in part])
+                self.store.flush()
+
+    def add_documents(self, documents: Iterable[Document], *, batch_size: int = 16, flush_every: int = 256,
+                      progress: bool = False) -> IndexStats:
+        """Embed documents given in memory (``corpus.Document``), chunked as ``add`` chunks the files of a corpus.
+
+        A document whose ``doc_id`` the index holds already is replaced: its unchanged chunks are skipped, changed
+        ones re-embedded, and the chunks it no longer produces deleted. Other documents are not touched, and the
+        manifest's corpus root stays as it is. ``stats.files`` counts the documents.
+        """
+        self._check_writable()
+        docs = list(documents)
+        doc_ids = [d.doc_id for d in docs]
+        if len(set(doc_ids)) != len(doc_ids):
+            twice = next(i for i in doc_ids if doc_ids.count(i) > 1)
+            raise GenRetError(f"document id {twice!r} given twice")
+        t0 = time.perf_counter()
+        stats = IndexStats(files=len(docs))
+        try:
+            chunks = [c for d in docs for c in chunk_document(d, self.encoder.tokenizer, self.manifest["chunk_size"],
+                                                              self.manifest["overlap"])]
+            existing: dict[str, str | None] = {}
+            if doc_ids and self.store.count():
+                for s in range(0, len(doc_ids), 500):
+                    existing.update(self._existing_hashes({"doc_id": doc_ids[s:s + 500]}))
+            diff = ChunkDiff(existing)
+            todo = list(diff.changed(chunks))
+            stale = sorted(set(existing) - diff.produced)
+            stats.chunks, stats.skipped = len(chunks), len(diff.unchanged)
+            stats.updated = sum(1 for c in todo if c.id in existing)
+            stats.added = len(todo) - stats.updated
+            self._embed(todo, stats, batch_size, flush_every, progress)
+            if stale:
+                stats.deleted = self.store.delete(ids=stale)
+            self.store.flush()
+            self.store.optimize()
             self.manifest["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
             _write_json_atomic(self.path / MANIFEST, self.manifest)
         except OSError as e:

@@ -298,3 +298,47 @@ def test_readout_stage_end_to_end(tmp_path, query_file, tiny_backbone, monkeypat
     # A second run reuses every cached feature (no forward pass).
     monkeypatch.setattr(GenModel, "compress", lambda *a, **k: pytest.fail("features recomputed"))
     train(cfg, progress=False, log=lambda *_: None)
+
+
+def test_stages_read_only_what_earlier_stages_cached(tmp_path, query_file, tiny_backbone):
+    # Without stage "teacher", the targets come from the run's cache only: a run that never cached them says so.
+    train(_cfg(tmp_path, query_file, tiny_backbone, stages=["responses"]), progress=False, log=lambda *_: None)
+    assert not (tmp_path / "run" / "teacher.parquet").exists()
+    with pytest.raises(GenRetError, match="add --stage teacher"):
+        train(_cfg(tmp_path, query_file, tiny_backbone, stages=["optimize"]), progress=False, log=lambda *_: None)
+    train(_cfg(tmp_path, query_file, tiny_backbone, stages=["teacher"]), progress=False, log=lambda *_: None)
+    assert (tmp_path / "run" / "teacher.parquet").exists()
+    assert (train(_cfg(tmp_path, query_file, tiny_backbone, stages=["optimize"]), progress=False,
+                  log=lambda *_: None) / "adapter.json").exists()
+
+
+def test_adapter_dimension_must_match_the_teacher(tmp_path, query_file, tiny_backbone):
+    from genretrieval.encoder.adapter import save_adapter
+
+    model, _, a_cfg, _ = load_gen_model(tiny_backbone, dtype="fp32", num_compression=3, dim=16)
+    init = save_adapter(model, a_cfg, tmp_path / "init16")
+    with pytest.raises(GenRetError, match="16 dimensions.*384"):
+        train(_cfg(tmp_path, query_file, tiny_backbone, init_adapter=str(init)), progress=False,
+              log=lambda *_: None)
+
+
+@pytest.mark.parametrize("bad, message", [({"stages": ["optimise"]}, "unknown stage"),
+                                          ({"stages": ["optimize", "readout"]}, "run one of them"),
+                                          ({"init_align": "zeros"}, "unknown --init-align")])
+def test_config_validation(tmp_path, query_file, bad, message):
+    with pytest.raises(GenRetError, match=message):
+        _cfg(tmp_path, query_file, "x", **bad).validate()
+
+
+def test_cli_defaults_are_the_config_defaults():
+    import dataclasses
+    import inspect
+
+    from genretrieval.cli import train_cmd
+
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    for name, param in inspect.signature(train_cmd).parameters.items():
+        assert name in fields, f"--{name} is not a TrainConfig field"
+        field = fields[name]
+        if field.default is not dataclasses.MISSING and name != "stages":
+            assert param.default == field.default, name

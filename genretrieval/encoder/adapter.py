@@ -52,9 +52,14 @@ def adapter_tensors(model: GenModel) -> dict[str, torch.Tensor]:
 
 def save_adapter(model: GenModel, config: AdapterConfig, directory: str | Path) -> Path:
     """Write ``adapter.safetensors`` and ``adapter.json`` into ``directory`` (each written then renamed)."""
+    return write_adapter(adapter_tensors(model), config, directory)
+
+
+def write_adapter(tensors: dict[str, torch.Tensor], config: AdapterConfig, directory: str | Path) -> Path:
+    """``save_adapter`` for tensors that are not in a ``GenModel`` (the names and shapes of ``adapter_tensors``)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    for name, write in ((WEIGHTS_FILE, lambda p: save_file(adapter_tensors(model), p)),
+    for name, write in ((WEIGHTS_FILE, lambda p: save_file(tensors, p)),
                         (CONFIG_FILE, lambda p: Path(p).write_text(json.dumps(asdict(config), indent=2) + "\n"))):
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.")
         os.close(fd)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,8 @@ ALLOW_INSECURE_KEY = "GENRET_ALLOW_INSECURE_KEY"
 _FIELDS_KEY = "genret_fields"  # collection metadata key holding the known payload fields
 _SCROLL_PAGE = 10_000
 _QUERY_BATCH = 256
+#: Payload bytes per point that a bulk upload's requests leave room for (about 1,300 points of 384-d per request).
+UPLOAD_PAYLOAD_BYTES = 16 * 1024
 
 
 class QdrantServerStore:
@@ -151,8 +154,8 @@ class QdrantServerStore:
             must.append(_condition(key, values))
         return models.Filter(must=must) if must else None
 
-    def upsert(self, ids: list[str], vectors: np.ndarray, payloads: list[dict]) -> None:
-        """Insert points, replacing existing ids, in requests under ``max_request_bytes``."""
+    def _prepare(self, ids: list[str], vectors: np.ndarray, payloads: list[dict]) -> tuple[np.ndarray, list[int]]:
+        """Check an upload, record its new payload fields; returns the vectors and each payload's JSON size."""
         arr = check_points(ids, vectors, payloads, self.dim)
         sizes = [len(dumps_payload(i, p).encode()) for i, p in zip(ids, payloads)]
         new_fields = payload_fields(payloads) - self._fields
@@ -160,6 +163,35 @@ class QdrantServerStore:
             # Known fields are recorded before the points, so they are never fewer than the stored ones.
             self._fields |= new_fields
             self._client.update_collection(self.collection, metadata={_FIELDS_KEY: sorted(self._fields)})
+        return arr, sizes
+
+    def upload(self, batches: Iterable[tuple[list[str], np.ndarray, list[dict]]], parallel: int = 1) -> None:
+        """Bulk insert (replacing existing ids) from ``(ids, vectors, payloads)`` batches, with the client's own
+        ``upload_points`` in ``parallel`` processes, waiting for the server's acknowledgements.
+
+        Requests hold a fixed number of points, chosen so that a request of points with payloads of up to
+        ``UPLOAD_PAYLOAD_BYTES`` each stays under ``max_request_bytes``; a point with a larger payload is sent in a
+        request of its own.
+        """
+        per_point = 20 * self.dim + 100 + UPLOAD_PAYLOAD_BYTES
+        per_request = max(1, self.max_request_bytes // per_point)
+
+        def points():
+            for ids, vectors, payloads in batches:
+                arr, sizes = self._prepare(ids, vectors, payloads)
+                for pid, row, payload, size in zip(ids, arr.tolist(), payloads, sizes):
+                    point = models.PointStruct(id=point_uuid(pid), vector=row, payload={**payload, ID_KEY: pid})
+                    if size > UPLOAD_PAYLOAD_BYTES:
+                        self._client.upsert(self.collection, [point], wait=True)
+                    else:
+                        yield point
+
+        self._client.upload_points(self.collection, points(), batch_size=per_request, parallel=max(1, parallel),
+                                   max_retries=3, wait=True)
+
+    def upsert(self, ids: list[str], vectors: np.ndarray, payloads: list[dict]) -> None:
+        """Insert points, replacing existing ids, in requests under ``max_request_bytes``."""
+        arr, sizes = self._prepare(ids, vectors, payloads)
         vector_bytes = 20 * self.dim + 100  # JSON floats take up to ~20 characters each
         batch: list[models.PointStruct] = []
         batch_bytes = 0

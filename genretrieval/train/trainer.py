@@ -1,4 +1,4 @@
-"""`genret train`: responses (stage a), teacher targets (stage b), optimisation (stage c); each resumable."""
+"""`genret train`: stages responses, teacher (targets), then optimize or readout (train/readout.py); each resumable."""
 
 from __future__ import annotations
 
@@ -25,6 +25,9 @@ from ..errors import GenRetError
 from ..progress import progress_bar
 from .data import load_queries
 from .responses import generate_responses
+
+STAGES = ("responses", "teacher", "optimize", "readout")
+DEFAULT_STAGES = ["responses", "teacher", "optimize"]
 
 
 @dataclass
@@ -66,7 +69,7 @@ class TrainConfig:
     num_threads: int | None = None
     command: str | None = None  # the command line that started the run, for the model card
     stages: list[Literal["responses", "teacher", "optimize", "readout"]] = field(
-        default_factory=lambda: ["responses", "teacher", "optimize"])
+        default_factory=lambda: list(DEFAULT_STAGES))
     init_adapter: str | None = None  # start from this adapter directory ("shipped": the backbone's shipped one)
     # Stage "readout": recon and align fitted on cached frozen features (train/readout.py), the tokens kept.
     readout_epochs: int = 30
@@ -96,19 +99,33 @@ class TrainConfig:
             raise GenRetError("learning rate must be > 0")
         if self.tokens_only and self.init_align != "ridge":
             raise GenRetError("--tokens-only needs --init-align ridge (align is otherwise never trained)")
+        if self.init_align not in ("ridge", "random"):
+            raise GenRetError(f"unknown --init-align {self.init_align!r}; use ridge or random")
+        if not self.stages or (unknown := set(self.stages) - set(STAGES)):
+            raise GenRetError(f"unknown stage(s) {sorted(unknown) if self.stages else []}; use "
+                              + ", ".join(STAGES))
+        if "readout" in self.stages and "optimize" in self.stages:
+            raise GenRetError("stages optimize and readout both write the adapter: run one of them")
 
 
-# ---------------------------------------------------------------------------------------------- stage b
+# --------------------------------------------------------------------------------------- stage teacher
 
 
-def teacher_targets(teacher, ids: list[str], texts: list[str], path: Path, progress: bool = True) -> np.ndarray:
-    """Raw (unnormalised) teacher mean pools of ``texts``, cached by id in ``path``. Returns (N, D) float32."""
+def teacher_targets(teacher, ids: list[str], texts: list[str], path: Path, progress: bool = True,
+                    compute: bool = True) -> np.ndarray:
+    """Raw (unnormalised) teacher mean pools of ``texts``, cached by id in ``path``. Returns (N, D) float32.
+
+    With ``compute=False`` (stage "teacher" not requested) only the cache is read, and a missing target is an error.
+    """
     cached: dict[str, np.ndarray] = {}
     if path.exists():
         table = pq.read_table(path)
         cached = dict(zip(table.column("id").to_pylist(), np.asarray(table.column("embedding").to_pylist(),
                                                                       dtype=np.float32)))
     missing = [i for i, rid in enumerate(ids) if rid not in cached]
+    if missing and not compute:
+        raise GenRetError(f"{len(missing)} of {len(ids)} responses have no teacher target in {path}; "
+                          "add --stage teacher")
     if missing:
         vecs = teacher.encode([texts[i] for i in missing], normalize=False, progress=progress)
         cached.update((ids[i], v) for i, v in zip(missing, vecs))
@@ -118,7 +135,7 @@ def teacher_targets(teacher, ids: list[str], texts: list[str], path: Path, progr
     return np.stack([cached[rid] for rid in ids]).astype(np.float32)
 
 
-# ---------------------------------------------------------------------------------------------- stage c
+# -------------------------------------------------------------------------------------- stage optimize
 
 
 class Batcher:
@@ -283,13 +300,15 @@ class Prepared:
     tokenizer: object
     adapter_cfg: object  # AdapterConfig
     rows: list[dict]  # usable responses, sorted by id
-    targets: np.ndarray  # (N, D) raw teacher embeddings of the responses
+    targets: np.ndarray | None  # (N, D) raw teacher embeddings of the responses (None: no stage needs them)
 
 
 def prepare(cfg: TrainConfig, progress: bool = True, log=print) -> Prepared:
-    """Stages a and b as configured: queries, the model (from ``cfg.init_adapter`` if given), the cached
-    responses (generated first when "responses" is a stage) and the teacher's targets."""
+    """Stages "responses" and "teacher" as configured: the queries, the model (from ``cfg.init_adapter`` if
+    given), the cached responses (generated first with stage "responses") and the teacher's targets (computed
+    with stage "teacher", else read from the run's cache). The embedding dimension is the teacher's."""
     from ..encoder import load_gen_model
+    from ..encoder.device import resolve_device
     from ..encoder.teacher import TeacherEncoder
     from .responses import read_responses
 
@@ -304,10 +323,13 @@ def prepare(cfg: TrainConfig, progress: bool = True, log=print) -> Prepared:
 
         if (init := shipped_adapter(resolve_backbone(cfg.backbone).name)) is None:
             raise GenRetError(f"no adapter ships for backbone {cfg.backbone!r}; pass a directory to --init-adapter")
+    teacher = TeacherEncoder(cfg.teacher, resolve_device(cfg.device))
     model, tok, adapter_cfg, _ = load_gen_model(cfg.backbone, init, cfg.device, cfg.dtype, cfg.num_compression,
-                                                cfg.num_thought, dim=384, use_shipped=False)
+                                                cfg.num_thought, dim=teacher.dim, use_shipped=False)
+    if adapter_cfg.dim != teacher.dim:
+        raise GenRetError(f"adapter {init} embeds into {adapter_cfg.dim} dimensions, teacher {cfg.teacher} into "
+                          f"{teacher.dim}; train with that adapter's teacher")
 
-    # a. responses
     if "responses" in cfg.stages:
         generate_responses(model.lm, tok, queries, run / "responses", cfg.gen_batch_size, cfg.max_new_tokens,
                            progress=progress, log=log)
@@ -319,22 +341,21 @@ def prepare(cfg: TrainConfig, progress: bool = True, log=print) -> Prepared:
         raise GenRetError(f"only {len(rows)} responses available; generate more (stage 'responses') first")
     log(f"responses: {len(rows)} usable of {len(queries)} queries")
 
-    # b. teacher targets
-    teacher = TeacherEncoder(cfg.teacher, str(model.special.device))
-    targets = teacher_targets(teacher, [r["id"] for r in rows], [r["response"] for r in rows],
-                              run / "teacher.parquet", progress)
+    targets = None
+    if {"teacher", "optimize", "readout"} & set(cfg.stages):
+        targets = teacher_targets(teacher, [r["id"] for r in rows], [r["response"] for r in rows],
+                                  run / "teacher.parquet", progress, compute="teacher" in cfg.stages)
     return Prepared(queries, model, tok, adapter_cfg, rows, targets)
 
 
 def train(cfg: TrainConfig, progress: bool = True, log=print) -> Path:
-    """Run the configured stages; returns the directory of the final adapter (``out/adapter``).
+    """Run the configured stages; returns the adapter directory (``out/adapter``), or ``out`` when no stage
+    writes one.
 
-    Interrupting and re-running with the same config resumes each stage where it stopped: cached responses and
-    teacher vectors are reused, and optimisation restarts from the last checkpoint with the same step,
-    optimizer state and data order.
+    Interrupting and re-running with the same config resumes each stage where it stopped: cached responses,
+    teacher vectors and features are reused, and optimisation restarts from the last checkpoint with the same
+    step, optimizer state and data order.
     """
-    from ..encoder.adapter import save_adapter
-    from .card import write_model_card
     from .readout import train_readout
 
     cfg.validate()
@@ -343,15 +364,51 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> Path:
     run.mkdir(parents=True, exist_ok=True)
     (run / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
     data = prepare(cfg, progress, log)
-    queries, model, tok, adapter_cfg, rows, targets = (data.queries, data.model, data.tokenizer, data.adapter_cfg,
-                                                       data.rows, data.targets)
-    device = str(model.special.device)
     if "readout" in cfg.stages:
-        return train_readout(cfg, model, tok, adapter_cfg, rows, targets, queries, run, progress, log)
-    if "optimize" not in cfg.stages:
-        return run
+        return train_readout(cfg, data.model, data.tokenizer, data.adapter_cfg, data.rows, data.targets,
+                             data.queries, run, progress, log)
+    if "optimize" in cfg.stages:
+        return optimize(cfg, data, progress, log)
+    return run
 
-    # c. optimisation
+
+def _resume(run: Path, model, opt, sched, log) -> int:
+    """Load the latest checkpoint into the model, optimizer and schedule; returns its step (0 without one)."""
+    from ..encoder.adapter import load_into, read_adapter
+
+    if (ckpt := _latest_checkpoint(run)) is None:
+        return 0
+    ck_cfg, tensors = read_adapter(ckpt)
+    load_into(model, ck_cfg, tensors, str(ckpt))
+    state = torch.load(ckpt / "trainer_state.pt", weights_only=True)
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    log(f"resuming from {ckpt.name} (step {state['step']})")
+    return int(state["step"])
+
+
+def _start_log(csv_path: Path, start: int) -> list[dict]:
+    """Rewrite ``losses.csv`` with the rows up to ``start`` (a resumed run drops what came after its checkpoint)."""
+    kept = []
+    if csv_path.exists() and start:
+        with csv_path.open() as f:
+            kept = [r for r in csv.DictReader(f) if int(r["step"]) <= start]
+    with csv_path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        w.writeheader()
+        w.writerows(kept)
+    return kept
+
+
+def optimize(cfg: TrainConfig, data: Prepared, progress: bool = True, log=print) -> Path:
+    """Stage "optimize": AdamW on L_recon + L_align over the responses (a held-out share measures the cosine to
+    the teacher), checkpointed every ``cfg.checkpoint_every`` steps; writes ``adapter/`` and its model card."""
+    from ..encoder.adapter import save_adapter
+    from .card import write_model_card
+
+    run = Path(cfg.out)
+    model, tok, adapter_cfg, rows, targets = data.model, data.tokenizer, data.adapter_cfg, data.rows, data.targets
+    device = str(model.special.device)
     hold = min(cfg.holdout, len(rows) // 10)
     split = _epoch_order(len(rows), cfg.seed, -1)
     held, train_idx = split[:hold], split[hold:]
@@ -373,26 +430,9 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> Path:
     opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _schedule(s, total, warmup))
     adapter_cfg.trained, adapter_cfg.teacher = True, cfg.teacher
-    start = 0
-    if (ckpt := _latest_checkpoint(run)) is not None:
-        from ..encoder.adapter import load_into, read_adapter
-
-        ck_cfg, tensors = read_adapter(ckpt)
-        load_into(model, ck_cfg, tensors, str(ckpt))
-        state = torch.load(ckpt / "trainer_state.pt", weights_only=True)
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        start = state["step"]
-        log(f"resuming from {ckpt.name} (step {start} of {total})")
+    start = _resume(run, model, opt, sched, log)
     csv_path = run / "losses.csv"
-    kept = []
-    if csv_path.exists() and start:
-        with csv_path.open() as f:
-            kept = [r for r in csv.DictReader(f) if int(r["step"]) <= start]
-    with csv_path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-        w.writeheader()
-        w.writerows(kept)
+    kept = _start_log(csv_path, start)
 
     if start == 0 and cfg.init_align == "ridge":
         fit_align_ridge(batcher, cfg, progress)
@@ -410,8 +450,7 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> Path:
             opt.zero_grad(set_to_none=True)
             parts = {"loss": 0.0, "recon": 0.0, "align": 0.0, "cos": 0.0}
             for _ in range(cfg.grad_accum):
-                idx = next(micro)
-                res = batcher.losses(idx, cfg)
+                res = batcher.losses(next(micro), cfg)
                 (res["loss"] / cfg.grad_accum).backward()
                 for key in parts:
                     parts[key] += res[key].item() / cfg.grad_accum
@@ -443,7 +482,7 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> Path:
     adapter_cfg.provenance = provenance(cfg, len(rows), hold, total, csv_path)
     if refit_cos is not None:
         adapter_cfg.provenance["heldout_cos"] = refit_cos
-    by_id = {q.id: q for q in queries}
+    by_id = {q.id: q for q in data.queries}
     adapter_cfg.provenance["data"] = data_summary([by_id[rows[i]["id"]] for i in train_idx])
     out = save_adapter(model, adapter_cfg, run / "adapter")
     write_model_card(out)
