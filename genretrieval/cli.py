@@ -122,13 +122,17 @@ def explain(
 ) -> None:
     """Show what an embedding means: text decoded from its soft prompt, and the logit lens per position."""
     from .encoder import load_encoder
-    from .encoder.decode import decode, logit_lens
+    from .encoder.decode import NO_DECODING, decode, decodes, logit_lens
 
     if not text.strip():
         raise GenRetError("empty text")
     enc = load_encoder("gen", backbone=backbone, adapter=adapter, device=device, dtype=dtype, num_threads=num_threads,
                        trust_remote_code=trust_remote_code)
-    (generated,) = decode(enc, [text], task, not document, max_new_tokens)
+    generated = None
+    if decodes(enc.config):
+        (generated,) = decode(enc, [text], task, not document, max_new_tokens)
+    else:
+        typer.echo(f"note: {NO_DECODING}", err=True)
     typer.echo(json.dumps({"text": text, "decoded": generated,
                            "logit_lens": logit_lens(enc, text, task, not document, top)}, ensure_ascii=False))
 
@@ -516,12 +520,12 @@ def search(
     With several queries each line also carries its query. Searching never changes the index.
     """
     from .corpus import snippet
+    from .stores.base import check_k
 
     items = read_inputs(queries)
     if not items or any(not q.strip() for q in items):
         raise GenRetError("empty query")
-    if k <= 0:
-        raise GenRetError(f"k must be >= 1, got {k}")
+    check_k(k)
     where = parse_filters(filter)
     if server:
         from .client import search as remote_search

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import hashlib
 import json
 import os
@@ -309,11 +310,12 @@ def _read_jsonl(f: BinaryIO, decode: _Decoder, display: str) -> Iterator[tuple[s
 
 
 def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[str, dict]]:
-    """``("file:line", record)`` for each JSON object of a JSONL file (UTF-8, invalid bytes replaced).
+    """``("file:line", record)`` for each JSON object of a JSONL file (UTF-8, invalid bytes replaced; gzipped when
+    the name ends in ``.gz``).
 
     A line that is not a JSON object raises ``GenRetError`` naming the file and line.
     """
-    with open(path, "rb") as f:
+    with (gzip.open if str(path).endswith(".gz") else open)(path, "rb") as f:
         yield from _read_jsonl(f, _Decoder(), str(path))
 
 

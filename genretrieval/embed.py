@@ -31,7 +31,8 @@ import pickle
 import re
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +41,7 @@ import numpy as np
 from . import __version__
 from .corpus import SUPPORTED_FORMATS, Chunk, ChunkDiff, Document, IngestStats, chunk_document
 from .errors import GenRetError
+from .fileio import write_parquet_atomic
 from .progress import progress_bar
 
 FORMAT_VERSION = 1
@@ -159,22 +161,6 @@ def _sha256(path: str) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def _write_atomic(table, path: Path) -> None:
-    """Write a Parquet table to a temporary file beside ``path``, fsync it, then rename it into place."""
-    import pyarrow.parquet as pq
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        pq.write_table(table, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _remove_temporaries(out: Path) -> None:
@@ -392,7 +378,8 @@ class PartWriter:
         meta = {"format_version": FORMAT_VERSION, "genretrieval": __version__, **s,
                 "encoder_spec": self.manifest_spec, "corpus": self.corpus, "source": row["source"],
                 "part": result["part"], "last": result["last"], "file_sha256": row["sha256"], "rows": len(chunks)}
-        _write_atomic(_table(chunks, vectors, self.identity, meta), path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_parquet_atomic(path, _table(chunks, vectors, self.identity, meta))
         result["rows"] = len(chunks)
         return result
 
@@ -531,6 +518,24 @@ def _prepare(path, out, settings_given: dict, follow_symlinks: bool, sync: bool)
     return lock, out, settings, stats, ingest, todo, recorded
 
 
+@contextmanager
+def _locked_run(out: Path, lock: _FolderLock, cleanup: Callable[[], None] | None = None) -> Iterator[None]:
+    """Around a run's work: an OSError is a one-line GenRetError; at the end the folder's lock is released, a first
+    run that failed leaves no folder behind, and ``cleanup`` runs."""
+    finished = False
+    try:
+        yield
+        finished = True
+    except OSError as e:
+        raise GenRetError(f"cannot write to {out}: {e.strerror or e}") from None
+    finally:
+        lock.release()
+        if not finished:
+            _drop_if_new(out, lock.created)
+        if cleanup is not None:
+            cleanup()
+
+
 def _drop_if_new(out: Path, created: bool) -> None:
     """A first run that failed before writing a part leaves no folder behind (only its lock file is there)."""
     if created and os.listdir(out) == [LOCK]:
@@ -573,8 +578,7 @@ def embed_corpus(path: str | os.PathLike, out: str | os.PathLike, encoder=None, 
     given = {"task": task, "chunk_size": chunk_size, "overlap": overlap, "part_documents": part_documents,
              "id_field": id_field, "title_field": title_field, "text_field": text_field}
     lock, out, settings, stats, ingest, todo, recorded = _prepare(path, out, given, follow_symlinks, sync)
-    finished = False
-    try:
+    with _locked_run(out, lock):
         if todo:
             writer = PartWriter(str(out), settings, spec=encoder_spec, encoder=encoder,
                                 expected=recorded.identity if recorded else None, batch_size=batch_size,
@@ -585,13 +589,6 @@ def embed_corpus(path: str | os.PathLike, out: str | os.PathLike, encoder=None, 
                 for src in todo:
                     for row in _read_source(vars(src), settings):
                         run.done(writer.process(row))
-        finished = True
-    except OSError as e:
-        raise GenRetError(f"cannot write to {out}: {e.strerror or e}") from None
-    finally:
-        lock.release()
-        if not finished:
-            _drop_if_new(out, lock.created)
     stats.notes = ingest.skipped_summary()
     stats.seconds = time.perf_counter() - t0
     return stats
@@ -654,12 +651,18 @@ def embed_corpus_ray(path: str | os.PathLike, out: str | os.PathLike, encoder_sp
     given = {"task": task, "chunk_size": chunk_size, "overlap": overlap, "part_documents": part_documents,
              "id_field": id_field, "title_field": title_field, "text_field": text_field}
     lock, out, settings, stats, ingest, todo, recorded = _prepare(path, out, given, follow_symlinks, sync)
-    started = finished = False
+    started = False
     quiet = logging.getLogger("ray.data")
     level = quiet.level
     # Ray Data's own plan, progress and error lines: ours are enough, and a worker's error comes back as one line.
     quiet.setLevel(logging.CRITICAL)
-    try:
+
+    def cleanup() -> None:
+        quiet.setLevel(level)
+        if started:
+            ray.shutdown()
+
+    with _locked_run(out, lock, cleanup):
         if todo:
             if not ray.is_initialized():
                 # Workers' logs stay in Ray's session folder (/tmp/ray/session_latest/logs).
@@ -701,16 +704,6 @@ def embed_corpus_ray(path: str | os.PathLike, out: str | os.PathLike, encoder_sp
                     if (inner := _unwrap(e)) is not None:
                         raise inner from None
                     raise
-        finished = True
-    except OSError as e:
-        raise GenRetError(f"cannot write to {out}: {e.strerror or e}") from None
-    finally:
-        lock.release()
-        if not finished:
-            _drop_if_new(out, lock.created)
-        quiet.setLevel(level)
-        if started:
-            ray.shutdown()
     stats.notes = ingest.skipped_summary()
     stats.seconds = time.perf_counter() - t0
     return stats
@@ -847,7 +840,7 @@ def load_embeddings(index, directory: str | os.PathLike, *, sync: bool = False, 
     """
     import pyarrow.parquet as pq
 
-    from .index import MANIFEST, Index, _write_json_atomic
+    from .index import Index
 
     t0 = time.perf_counter()
     index._check_writable()
@@ -890,15 +883,9 @@ def load_embeddings(index, directory: str | os.PathLike, *, sync: bool = False, 
         stats.skipped = len(diff.unchanged)
         stats.added = stats.chunks - stats.skipped - stats.updated
         stale = diff.stale(IngestStats(sources_seen=set(stats.sources), sources_read=set(stats.sources)), sync=sync)
-        if stale:
-            stats.deleted = index.store.delete(ids=stale)
-        index.store.flush()
-        index.store.optimize()
-        index.manifest["corpus"] = first.meta.get("corpus") or index.manifest.get("corpus")
-        index.manifest["fields"] = {k: first.meta[k] for k in ("id_field", "title_field", "text_field")}
-        index.manifest["embeddings"] = str(directory.resolve())
-        index.manifest["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        _write_json_atomic(index.path / MANIFEST, index.manifest)
+        index._commit(stale, stats, corpus=first.meta.get("corpus") or index.manifest.get("corpus"),
+                      fields={k: first.meta[k] for k in ("id_field", "title_field", "text_field")},
+                      embeddings=str(directory.resolve()))
     except OSError as e:
         raise GenRetError(f"cannot write the index {index.path}: {e.strerror or e}") from None
     stats.seconds = time.perf_counter() - t0

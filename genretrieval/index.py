@@ -11,14 +11,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Literal
 
-import numpy as np
-
 from . import __version__
-from .corpus import Chunk, ChunkDiff, Document, chunk_document, scan
+from .corpus import Chunk, ChunkDiff, Document, chunk_document, diff_chunks, scan
 from .encoder.base import Encoder
 from .errors import GenRetError
+from .fileio import write_json_atomic
 from .progress import progress_bar
-from .stores.base import ID_KEY
+from .stores.base import ID_KEY, check_k
 
 MANIFEST = "manifest.json"
 LOCK = "index.lock"
@@ -110,18 +109,6 @@ def read_manifest(path: str | Path) -> dict:
     if missing:
         raise GenRetError(f"incomplete manifest {file} (no {', '.join(missing)}){fix}")
     return manifest
-
-
-def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-        with open(tmp) as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 class _Lock:
@@ -340,7 +327,7 @@ class Index:
             }
             store = cls._open_store(path, manifest, create=True, url=url, **manifest["store_options"])
             made.append(path / MANIFEST)
-            _write_json_atomic(path / MANIFEST, manifest)
+            write_json_atomic(path / MANIFEST, manifest, indent=2)
         except BaseException as e:
             if store is not None:
                 _close_quietly(store)
@@ -534,22 +521,13 @@ class Index:
             chunks, ingest = scan(corpus, tokenizer, self.manifest["chunk_size"], self.manifest["overlap"],
                                   **fields)
             existing = self._existing_hashes()
-            diff = ChunkDiff(existing)
-            todo = list(diff.changed(chunks))
-            stale = diff.stale(ingest, sync=sync)
-            stats.files, stats.chunks, stats.skipped = ingest.files_read, len(chunks), len(diff.unchanged)
+            todo, unchanged, stale = diff_chunks(existing, chunks, ingest, sync=sync)
+            stats.files, stats.chunks, stats.skipped = ingest.files_read, len(chunks), len(unchanged)
             stats.updated = sum(1 for c in todo if c.id in existing)
             stats.added = len(todo) - stats.updated
             stats.notes = ingest.skipped_summary()
             self._embed(todo, stats, batch_size, flush_every, progress)
-            if stale:
-                stats.deleted = self.store.delete(ids=stale)
-            self.store.flush()
-            self.store.optimize()
-            self.manifest["corpus"] = str(Path(corpus).resolve())
-            self.manifest["fields"] = fields
-            self.manifest["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-            _write_json_atomic(self.path / MANIFEST, self.manifest)
+            self._commit(stale, stats, corpus=str(Path(corpus).resolve()), fields=fields)
         except OSError as e:
             raise GenRetError(f"cannot write the index {self.path}: {e.strerror or e}") from None
         stats.seconds = time.perf_counter() - t0
@@ -557,22 +535,31 @@ class Index:
 
     def _embed(self, todo: list[Chunk], stats: IndexStats, batch_size: int, flush_every: int,
                progress: bool) -> None:
-        """Embed ``todo`` and upsert it, flushing every ``flush_every`` chunks; adds to ``stats.encode_seconds``."""
-        # Longest first, so each encoder batch holds texts of similar length (little padding).
-        todo.sort(key=lambda c: len(c.text) + len(c.title), reverse=True)
+        """Embed ``todo`` and upsert it, flushing every ``flush_every`` chunks; adds to ``stats.encode_seconds``.
+
+        Each part of ``flush_every`` chunks goes to the encoder whole: it sorts the texts by length into batches
+        of ``batch_size`` and reports each batch (each layer, for the generative encoder) to the bar shown here.
+        """
         with progress_bar("embedding chunks", len(todo), progress and bool(todo)) as advance:
             for s in range(0, len(todo), flush_every):
                 part = todo[s:s + flush_every]
-                vectors = []
-                for b in range(0, len(part), batch_size):
-                    te = time.perf_counter()
-                    vectors.append(self.encoder.encode_documents(
-                        [self._doc_text(c) for c in part[b:b + batch_size]], task=self.manifest["task"],
-                        batch_size=batch_size))
-                    stats.encode_seconds += time.perf_counter() - te
-                    advance(len(vectors[-1]))
-                self.store.upsert([c.id for c in part], np.concatenate(vectors), [self._payload(c) for c in part])
+                te = time.perf_counter()
+                vectors = self.encoder.encode_documents([self._doc_text(c) for c in part], task=self.manifest["task"],
+                                                        batch_size=batch_size)
+                stats.encode_seconds += time.perf_counter() - te
+                advance(len(part))
+                self.store.upsert([c.id for c in part], vectors, [self._payload(c) for c in part])
                 self.store.flush()
+
+    def _commit(self, stale: list[str], stats, **manifest) -> None:
+        """Delete the ``stale`` chunks (``stats.deleted``), make every change durable and ready to search, then
+        record ``manifest`` entries and the time in the manifest."""
+        if stale:
+            stats.deleted = self.store.delete(ids=stale)
+        self.store.flush()
+        self.store.optimize()
+        self.manifest.update(manifest, updated=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        write_json_atomic(self.path / MANIFEST, self.manifest, indent=2)
 
     def add_documents(self, documents: Iterable[Document], *, batch_size: int = 16, flush_every: int = 256,
                       progress: bool = False) -> IndexStats:
@@ -604,12 +591,7 @@ class Index:
             stats.updated = sum(1 for c in todo if c.id in existing)
             stats.added = len(todo) - stats.updated
             self._embed(todo, stats, batch_size, flush_every, progress)
-            if stale:
-                stats.deleted = self.store.delete(ids=stale)
-            self.store.flush()
-            self.store.optimize()
-            self.manifest["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-            _write_json_atomic(self.path / MANIFEST, self.manifest)
+            self._commit(stale, stats)
         except OSError as e:
             raise GenRetError(f"cannot write the index {self.path}: {e.strerror or e}") from None
         stats.seconds = time.perf_counter() - t0
@@ -638,8 +620,7 @@ class Index:
                batch_size: int = 16) -> list[list[Hit]]:
         """Top-``k`` chunks per query (cosine), optionally filtered by payload equality. A ``source`` may be
         given as stored (relative to the corpus root) or as a path from the current folder."""
-        if k <= 0:
-            raise GenRetError(f"k must be >= 1, got {k}")
+        check_k(k)
         queries = [queries] if isinstance(queries, str) else list(queries)
         vectors = self.encoder.encode_queries(queries, task=task or self.manifest["task"], batch_size=batch_size)
         results = self.store.search(vectors, k, where=self._with_sources(where))

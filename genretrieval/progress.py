@@ -140,6 +140,23 @@ def active() -> Progress | None:
     return _active.get()
 
 
+def item_counter(own: Progress) -> Callable[[int], None]:
+    """For work that counts items inside ``progress_bar(...) as own`` (an encoder's batches): ``count(n)`` after
+    each ``n`` items advances ``own`` when it is shown, else reports the items this work has done so far as
+    ``partial`` progress to the bar shown by its caller (``active()``, e.g. an index's), else does nothing."""
+    bar, done = active(), 0
+
+    def count(n: int) -> None:
+        nonlocal done
+        done += n
+        if bar is own:
+            own.advance(n)
+        elif bar is not None:
+            bar.partial(done)
+
+    return count
+
+
 def _is_terminal(stream: TextIO) -> bool:
     try:
         return stream.isatty()

@@ -31,6 +31,7 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from .errors import GenRetError
+from .stores.base import check_k
 
 INSTALL_HINT = "the server needs the serve extra: pip install 'genretrieval[serve]' (FastAPI and uvicorn)"
 
@@ -181,8 +182,7 @@ class _Service:
             yield self.index
 
     def check_k(self, k: int) -> None:
-        if k < 1:
-            raise GenRetError(f"k must be >= 1, got {k}")
+        check_k(k)
         if k > self.limits.max_k:
             raise GenRetError(f"k is {k}, more than this server's limit of {self.limits.max_k} (genret serve --max-k)")
 

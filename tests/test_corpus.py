@@ -616,3 +616,21 @@ def test_an_index_inside_the_corpus_is_not_read(tmp_path):
     write(tmp_path / "sub" / "manifest.json", '{"id": 1, "text": "A user file with the same name."}')
     docs = list(iter_documents(tmp_path))
     assert sorted(d.source for d in docs) == ["notes.md", "sub/manifest.json"]
+
+
+def test_iter_jsonl_reads_gzip_and_names_the_bad_line(tmp_path):
+    """One JSONL reader for corpora, training queries and benchmark data (which comes gzipped too)."""
+    import gzip
+
+    from genretrieval.corpus import iter_jsonl
+    from genretrieval.evaluation.data import _read_jsonl
+
+    path = tmp_path / "topics.jsonl.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        f.write('{"_id": "1", "text": "a"}\n\n{"_id": "2"}\nnot json\n')
+    rows = iter_jsonl(path)
+    assert [next(rows), next(rows)] == [(f"{path}:1", {"_id": "1", "text": "a"}), (f"{path}:3", {"_id": "2"})]
+    with pytest.raises(GenRetError, match=r"topics\.jsonl\.gz:4: invalid JSON"):
+        next(rows)
+    with pytest.raises(GenRetError, match=r"topics\.jsonl\.gz:4: invalid JSON"):
+        list(_read_jsonl(path))

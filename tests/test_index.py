@@ -44,6 +44,25 @@ def test_incremental_add_update_delete(tmp_path, enc, corpus, backend):
         assert all(not h.source.endswith("a.md") for h in idx.search("paris", k=50)[0])
 
 
+def test_each_flush_part_goes_to_the_encoder_whole_and_the_bar_moves_per_batch(tmp_path, enc, corpus, monkeypatch):
+    """The encoder sorts and batches a part (``batch_size``); the index only cuts the parts it flushes."""
+    import io
+
+    from genretrieval import progress as prog
+
+    calls, moves = [], []
+    encode_documents, partial = enc.encode_documents, prog.Progress.partial
+    monkeypatch.setattr(enc, "encode_documents", lambda texts, **kw: calls.append(
+        (len(texts), kw["batch_size"], prog.active().description)) or encode_documents(texts, **kw))
+    monkeypatch.setattr(prog.Progress, "partial", lambda bar, n: moves.append((bar.description, n)) or partial(bar, n))
+    monkeypatch.setattr("sys.stderr", io.StringIO())
+    with _create(tmp_path, enc, "faiss") as idx:
+        stats = idx.add(corpus, batch_size=2, flush_every=3)
+        assert [n for n, _, _ in calls] == [3] * (stats.added // 3) + ([stats.added % 3] if stats.added % 3 else [])
+        assert {(b, d) for _, b, d in calls} == {(2, "embedding chunks")} and idx.count() == stats.added
+    assert ("embedding chunks", 2) in moves  # the first batch of a part, before the part is done
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_search_hits_and_filters(tmp_path, enc, corpus, backend):
     with _create(tmp_path, enc, backend) as idx:

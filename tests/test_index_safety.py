@@ -37,11 +37,15 @@ def build(where: Path, enc, corpus: Path, backend: str, tiny_backbone: str) -> i
 
 
 def snapshot(folder: Path) -> dict[str, str]:
-    """Every entry under ``folder``: relative path -> sha256 of a file's bytes, or "dir"."""
+    """Every entry under ``folder``: relative path -> sha256 of a file's bytes, or "dir".
+
+    Qdrant Edge's WAL pre-allocates its next segment (``wal/tmp-open-N``) in a background thread of the process
+    holding the index, so those files come and go on their own: they are left out.
+    """
     if not folder.exists():
         return {}
     return {p.relative_to(folder).as_posix(): "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*"))}
+            for p in sorted(folder.rglob("*")) if not (p.parent.name == "wal" and p.name.startswith("tmp-open-"))}
 
 
 def one_line_error(res, *fragments: str) -> None:

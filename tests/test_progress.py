@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import time
 
+import numpy as np
 import pytest
 
 from genretrieval import progress as prog
@@ -155,3 +156,55 @@ def test_items_done_before_the_start_do_not_count_towards_the_rate():
     clock.now += 10
     p.advance(5)
     assert p.line() == "training: 65/100, 2.0s each, ETA 1m10s, elapsed 10s"
+
+
+def test_item_counter_advances_its_own_bar_or_moves_the_callers():
+    with progress_bar("encoding", 5, stream=io.StringIO(), interval=60) as own:
+        count = prog.item_counter(own)
+        count(2)
+        count(3)
+    assert own.completed == 5
+    with progress_bar("embedding chunks", 10, stream=io.StringIO(), interval=60) as outer:
+        with progress_bar("encoding", 5, stream=io.StringIO()) as inner:  # silent inside outer
+            count = prog.item_counter(inner)
+            count(2)
+            assert outer.completed == 2
+            count(3)
+        assert outer.completed == 5 and inner.completed == 0
+    with progress_bar("encoding", 5, False) as quiet:
+        prog.item_counter(quiet)(5)  # no bar anywhere: nothing to move
+    assert quiet.completed == 0
+
+
+class FakePool:
+    """Stands in for the teacher's sentence-transformers model: records the batches it is given."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+
+    def encode(self, texts, batch_size, convert_to_numpy, show_progress_bar, normalize_embeddings):
+        assert show_progress_bar is False and len(texts) <= batch_size
+        self.batches.append(list(texts))
+        return np.array([[len(t), 1.0, 0.0] for t in texts], dtype=np.float32)
+
+
+def test_teacher_progress_goes_through_our_bars_batch_by_batch(monkeypatch):
+    from genretrieval.encoder.teacher import TeacherEncoder
+
+    teacher = TeacherEncoder.__new__(TeacherEncoder)  # no model loaded: sentence-transformers is the fake pool
+    teacher._pool, teacher.dim, teacher._report_truncation = FakePool(), 3, lambda texts: None
+    texts = ["bb", "a", "dddd", "ccc", "eeeee"]
+    out = io.StringIO()
+    monkeypatch.setattr("sys.stderr", out)
+    monkeypatch.setattr(prog, "LINE_INTERVAL", 60)
+    vectors = teacher.encode(texts, batch_size=2, progress=True)
+    assert teacher._pool.batches == [["eeeee", "dddd"], ["ccc", "bb"], ["a"]]  # sentence-transformers' own order
+    assert vectors[:, 0].tolist() == [2, 1, 4, 3, 5]  # back in the given order
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "encoding: 0/5, elapsed 0s" and lines[-1].startswith("encoding: 5/5 done in")
+    seen = []
+    with progress_bar("embedding chunks", len(texts), stream=io.StringIO(), interval=60) as bar:
+        partial = bar.partial
+        bar.partial = lambda n: (seen.append(n), partial(n))
+        teacher.encode_documents(texts, batch_size=2)
+    assert seen == [2, 4, 5]

@@ -486,3 +486,24 @@ def test_edge_builds_hnsw_on_optimize_not_on_every_flush(tmp_path):
     reopened = open_store("qdrant", tmp_path / "e", DIM, create=False, exact_threshold=200)
     assert reopened.count() == 600
     reopened.close()
+
+
+@pytest.mark.parametrize("kind", ["qdrant-edge", "qdrant-memory"])
+def test_qdrant_stores_share_filters_indexes_and_deletes(kind, tmp_path):
+    """Both Qdrant engines run stores/qdrant_common.py's logic: any-of and mixed-type filters, an index per newly
+    filtered field, deletes by filter and the delete guard."""
+    from genretrieval.stores.qdrant_common import QdrantBase
+
+    store = open_backend(kind, tmp_path)
+    assert isinstance(store, QdrantBase)
+    payloads = [{"s": "a", "n": 1, "m": 2}, {"s": "b", "n": 2, "m": "x"}, {"s": "a", "n": 3, "m": "y"}, {"n": 1}]
+    store.upsert(["p1", "p2", "p3", "p4"], clustered(4, DIM, 1, seed=3), payloads)
+    assert sorted(store.ids(where={"s": "a"})) == ["p1", "p3"]
+    assert sorted(store.ids(where={"n": [1, 3]})) == ["p1", "p3", "p4"]
+    assert sorted(store.ids(where={"m": [2, "x"]})) == ["p1", "p2"]  # mixed types: one condition per value
+    assert {"s", "n", "m"} <= store._indexed
+    assert store.get(["p2", "nope"]) == {"p2": payloads[1]}
+    assert store.delete(ids=["p1", "p2"], where={"s": "b"}) == 1 and store.count() == 3
+    with pytest.raises(GenRetError, match="needs ids or a where"):
+        store.delete()
+    store.close()

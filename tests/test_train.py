@@ -287,6 +287,7 @@ def test_readout_stage_end_to_end(tmp_path, query_file, tiny_backbone, monkeypat
                                                                             start["recon.weight"])
     assert not torch.equal(tensors["align.weight"], start["align.weight"])
     assert a_cfg.provenance["stage"] == "readout" and 1 <= a_cfg.provenance["readout"]["best_epoch"] <= 3
+    assert a_cfg.provenance["recon_trained"] is True  # carried over from the start adapter (recon weight 1)
     assert "read-out" in (adapter / "README.md").read_text()
     # The saved adapter embeds a query exactly as the read-out did on its cached features.
     enc = load_encoder("gen", backbone=tiny_backbone, adapter=adapter, dtype="fp32", device="cpu")

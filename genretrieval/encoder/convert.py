@@ -341,6 +341,7 @@ def convert_official(src_dir: str | Path, out_dir: str | Path, backbone: str | N
         num_compression=n, num_thought=len(tokens) - n, teacher=str(teacher or "unknown"), trained=True,
         provenance={
             "converted_from": "official LLM2Vec-Gen checkpoint",
+            "recon_trained": True,  # the official recipe trains the reconstruction loss
             "source": str(src.resolve()),
             "model_name_or_path": run.get("model_name_or_path"),
             "special_tokens": tokens,

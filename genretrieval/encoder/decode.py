@@ -6,7 +6,23 @@ from typing import Sequence
 
 import torch
 
+from .adapter import AdapterConfig
 from .gen import GenEncoder
+
+NO_DECODING = ("this adapter was trained without the reconstruction loss, so its soft prompt does not decode to "
+               "text (the paper reports nonsense from such adapters): showing the logit lens only")
+
+
+def decodes(config: AdapterConfig) -> bool:
+    """Whether text generated from the adapter's soft prompt means anything: its ``recon`` and token rows were
+    trained with the reconstruction loss (``provenance["recon_trained"]``, which the read-out stage carries over
+    from the adapter it starts from). Adapters that predate the flag count when their recon weight was > 0."""
+    p = config.provenance
+    if not config.trained:
+        return False
+    if "recon_trained" in p:
+        return bool(p["recon_trained"])
+    return float(p.get("recon_weight") or 0) > 0
 
 
 @torch.inference_mode()

@@ -8,7 +8,6 @@ per example gives everything the read-out needs, and the read-out then trains fo
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from pathlib import Path
 from typing import Sequence
@@ -18,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from ..fileio import write_parquet_atomic
 from ..progress import progress_bar
 
 
@@ -76,11 +76,9 @@ def cached_features(encoder, texts: Sequence[str], instruction: str, directory: 
                     n_tokens += int(mask.sum())
                     advance(len(batch))
                 n = len(list(where.glob("part-*.parquet")))
-                tmp = where / f".part-{n:06d}.tmp"
                 table = pa.table({"id": pa.array(out_ids, pa.string()),
                                   "h": pa.array([v.tolist() for v in out_vecs], pa.list_(pa.float32()))})
-                pq.write_table(table, tmp)
-                os.replace(tmp, where / f"part-{n:06d}.parquet")
+                write_parquet_atomic(where / f"part-{n:06d}.parquet", table)
                 cache.update(zip(out_ids, out_vecs))
                 log(f"features: {p + len(part)}/{len(todo)} new, {n_tokens / (time.time() - t0):.0f} tokens/s")
     return np.stack([cache[rid] for rid in ids]).astype(np.float32)

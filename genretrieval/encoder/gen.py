@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ..instructions import Task, get_task
-from ..progress import Progress, active, progress_bar
+from ..progress import Progress, active, item_counter, progress_bar
 from .adapter import AdapterConfig
 from .base import check_texts, log_truncation
 from .model import GenModel, left_pad
@@ -143,22 +143,18 @@ class GenEncoder:
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         batch_size = max(1, batch_size)
         with progress_bar("encoding", len(texts), progress) as own:
+            count = item_counter(own)
             bar = active()  # ours when shown, else the caller's (e.g. an index's), else None
-            finished = 0  # items of this call done, reported to a caller's bar (ours counts them itself)
             with self._layer_progress(bar) as start_batch:
                 for start in range(0, len(order), batch_size):
                     idx = order[start:start + batch_size]
-                    start_batch(0 if bar is own else finished, len(idx))
+                    start_batch(0 if bar is own else start, len(idx))  # a caller's bar counts this call's items
                     ids, mask = self.pad([rows[i] for i in idx])
                     emb = self.model(ids, mask)["embedding"]
                     if normalize:
                         emb = torch.nn.functional.normalize(emb, dim=-1)
                     out[idx] = emb.cpu().numpy()
-                    finished += len(idx)
-                    if bar is own:
-                        own.advance(len(idx))
-                    elif bar is not None:
-                        bar.partial(finished)
+                    count(len(idx))
         return out
 
     @contextmanager

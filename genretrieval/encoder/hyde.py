@@ -9,7 +9,7 @@ import torch
 
 from ..progress import progress_bar
 from .base import check_texts
-from .model import left_pad
+from .generate import chat_prompt_ids, generate
 from .teacher import TeacherEncoder
 
 
@@ -38,21 +38,13 @@ class HydeEncoder:
     @torch.inference_mode()
     def generate(self, texts: Sequence[str], batch_size: int = 16, progress: bool = False) -> list[str]:
         """Greedy answers, one per text, through the chat template."""
-        from ..train.responses import chat_prompt_ids
-
         prompts = chat_prompt_ids(self.tokenizer, check_texts(texts))
-        device = self.lm.get_input_embeddings().weight.device
         answers: list[str] = []
         with progress_bar("HyDE generation", len(prompts), progress) as advance:
-            for s in range(0, len(prompts), batch_size):
-                rows = prompts[s:s + batch_size]
-                ids, mask = left_pad(rows, self.tokenizer.pad_token_id)
-                width = ids.shape[1]
-                out = self.lm.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
-                                       max_new_tokens=self.max_new_tokens, min_new_tokens=self.min_new_tokens,
-                                       pad_token_id=self.tokenizer.pad_token_id)
-                answers += self.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
-                advance(len(rows))
+            for idx, new in generate(self.lm, self.tokenizer, prompts, batch_size, self.max_new_tokens,
+                                     min_new_tokens=self.min_new_tokens):
+                answers += self.tokenizer.batch_decode(new, skip_special_tokens=True)
+                advance(len(idx))
         return [a.strip() or t for a, t in zip(answers, texts)]
 
     def encode_queries(self, texts: Sequence[str], task: str = "retrieval", batch_size: int = 16,

@@ -7,6 +7,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import GenRetError
+from ..progress import item_counter, progress_bar
 from .base import check_texts, log_truncation
 
 TEACHER_NAME = "all-MiniLM-L6-v2"
@@ -73,9 +74,19 @@ class TeacherEncoder:
                progress: bool = False) -> np.ndarray:
         texts = check_texts(texts)
         self._report_truncation(texts)
-        emb = self._pool.encode(texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=progress,
-                                normalize_embeddings=normalize)
-        return emb.astype(np.float32, copy=False)
+        # One batch per call, so that progress goes through genretrieval.progress (a bar of ours, or the caller's)
+        # rather than sentence-transformers' tqdm. Batches in the order its encode sorts texts (longest first, by
+        # characters), so they, and the vectors, are those of a single encode call.
+        order = np.argsort([-len(t) for t in texts])
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        with progress_bar("encoding", len(texts), progress) as own:
+            count = item_counter(own)
+            for start in range(0, len(texts), batch_size):
+                idx = order[start:start + batch_size]
+                out[idx] = self._pool.encode([texts[i] for i in idx], batch_size=batch_size, convert_to_numpy=True,
+                                             show_progress_bar=False, normalize_embeddings=normalize)
+                count(len(idx))
+        return out
 
     def encode_queries(self, texts: Sequence[str], task: str = "retrieval", batch_size: int = 64,
                        normalize: bool = True, progress: bool = False) -> np.ndarray:

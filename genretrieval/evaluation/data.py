@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import gzip
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -12,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from ..corpus import iter_jsonl
 from ..errors import GenRetError
 from ..instructions import BRIGHT_SUBSETS
 
@@ -74,14 +74,8 @@ def _require(path: Path, what: str) -> Path:
 
 
 def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    yield json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise GenRetError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+    """The objects of a JSONL file (``.gz`` too), read by ``corpus.iter_jsonl``."""
+    return (record for _, record in iter_jsonl(path))
 
 
 def query_subset(n: int, max_queries: int | None) -> list[int]:

@@ -12,6 +12,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from ..encoder.teacher import TEACHER_NAME
+from ..fileio import atomic_write, write_json_atomic, write_text_atomic
 from .refusal import REFUSAL_TEXT
 
 DEFAULT_OUTPUT_DIR = Path("benchmarks/results")
@@ -107,7 +109,7 @@ def refusal_table(results: Sequence[dict]) -> list[str]:
         "### Refusal check",
         "",
         "Score: cosine between a query's embedding (the system's query path) and the teacher's "
-        f"(all-MiniLM-L6-v2) embedding of the canned refusal \"{REFUSAL_TEXT}\". "
+        f"({TEACHER_NAME}) embedding of the canned refusal \"{REFUSAL_TEXT}\". "
         "ROC-AUC of that score separating the harmful queries above from benign ones (nq-wiki questions, "
         "Alpaca instructions; 0.5 is chance), and the mean cosine per group. Empty: no query embedding.",
         "",
@@ -174,7 +176,7 @@ def _chart(groups: dict[str, list[dict]], header: dict[str, Any], path: Path) ->
     versions = ", ".join(f"{k} {v}" for k, v in header["versions"].items() if k != "platform")
     fig.text(0.01, 0.005, "\n".join([*header["commands"], versions]), fontsize=6, va="bottom", wrap=True)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
-    fig.savefig(path, dpi=120)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)
 
 
@@ -213,9 +215,7 @@ def write_report(
         "versions": package_versions(),
     }
     out.mkdir(parents=True, exist_ok=True)
-    paths["json"].write_text(
-        json.dumps({**header, "results": list(results)}, indent=1, default=str) + "\n", encoding="utf-8"
-    )
-    paths["markdown"].write_text(_markdown(groups, header), encoding="utf-8")
+    write_json_atomic(paths["json"], {**header, "results": list(results)}, indent=1, default=str)
+    write_text_atomic(paths["markdown"], _markdown(groups, header))
     _chart(groups, header, paths["png"])
     return paths

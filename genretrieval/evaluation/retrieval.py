@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -13,6 +12,7 @@ import numpy as np
 
 from ..encoder.backbones import genret_home
 from ..encoder.base import Encoder
+from ..fileio import atomic_write
 
 Ranking = list[tuple[int, float]]
 """One query's results: (document index, score) pairs, best first."""
@@ -172,8 +172,9 @@ def _load(path: Path | None, shape: tuple[int, int]) -> np.ndarray | None:
 
 
 def _save(path: Path, vectors: np.ndarray) -> None:
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file, not a name: np.save would add ".npy" to the name
+            np.save(f, vectors)
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    with open(partial, "wb") as f:
-        np.save(f, vectors)
-    os.replace(partial, path)
+    atomic_write(path, write)

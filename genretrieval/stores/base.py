@@ -116,9 +116,15 @@ def check_points(ids: list[str], vectors: np.ndarray, payloads: list[dict], dim:
 
 
 def check_k(k: int) -> None:
-    """Refuse a non-positive k."""
+    """Refuse a non-positive k (stores, ``Index.search``, ``genret search`` and the server)."""
     if k < 1:
-        raise GenRetError(f"k must be at least 1, got {k}")
+        raise GenRetError(f"k must be >= 1, got {k}")
+
+
+def check_delete(ids: list[str] | None, where: dict | None) -> None:
+    """Refuse a store delete that names neither ids nor a filter (it would match every point)."""
+    if ids is None and where is None:
+        raise GenRetError("delete needs ids or a where filter")
 
 
 def dumps_payload(point_id: str, payload: dict) -> str:

@@ -12,9 +12,11 @@ import faiss
 import numpy as np
 
 from genretrieval.errors import GenRetError
+from genretrieval.fileio import atomic_write
 from genretrieval.stores.base import (
     StoreHit,
     as_matrix,
+    check_delete,
     check_k,
     check_points,
     dumps_payload,
@@ -302,18 +304,9 @@ class FaissStore:
     def _write_index(self) -> None:
         """Atomically replace the index file on disk (temporary file, fsync, rename, fsync dir)."""
         name = self.STAGING_FILE if self._staging else self.INDEX_FILE
-        target, tmp = self.path / name, self.path / (name + ".tmp")
-        faiss.write_index(self._index, str(tmp))
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
+        atomic_write(self.path / name, lambda tmp: faiss.write_index(self._index, str(tmp)))
         if not self._staging:
             (self.path / self.STAGING_FILE).unlink(missing_ok=True)
-        dir_fd = os.open(self.path, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
 
     def _searcher(self, k: int) -> faiss.Index:
         """A GPU copy of the index if there is a GPU and k <= 2048 (the GPU limit), else the CPU index."""
@@ -393,8 +386,7 @@ class FaissStore:
     def delete(self, ids: list[str] | None = None, where: dict | None = None) -> int:
         """Delete points by id and/or filter (both: both must hold); returns the count deleted."""
         self._check_writable()
-        if ids is None and where is None:
-            raise GenRetError("delete needs ids or a where filter")
+        check_delete(ids, where)
         cond, params = self._where_sql(where)
         if ids is None:
             iids = [r[0] for r in self._db.execute(f"SELECT iid FROM points WHERE {cond}", params)]

@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
+import qdrant_edge
 from qdrant_edge import (
     CountRequest,
     Distance,
     EdgeConfig,
     EdgeShard,
     EdgeVectorParams,
-    FieldCondition,
     Filter,
     HasIdCondition,
     HnswIndexConfig,
-    MatchAny,
-    MatchValue,
     PayloadSchemaType,
     PayloadSelector,
     Point,
@@ -31,6 +28,7 @@ from qdrant_edge import (
 )
 
 from genretrieval.errors import GenRetError
+from genretrieval.fileio import write_json_atomic
 from genretrieval.stores.base import (
     ID_KEY,
     StoreHit,
@@ -39,16 +37,17 @@ from genretrieval.stores.base import (
     check_points,
     dumps_payload,
     hit_from_payload,
-    normalize_where,
     payload_fields,
     point_uuid,
 )
+from genretrieval.stores.qdrant_common import QdrantBase
 
 _UPSERT_BATCH = 4096
 _SCROLL_PAGE = 10_000
+_SCHEMA = {"bool": PayloadSchemaType.Bool, "integer": PayloadSchemaType.Integer, "keyword": PayloadSchemaType.Keyword}
 
 
-class QdrantEdgeStore:
+class QdrantEdgeStore(QdrantBase):
     """A Qdrant Edge shard in ``path/shard`` plus ``path/store.json`` (dimension and known payload fields).
 
     Points are stored under uuid5 ids derived from the string ids, which are kept in the payload as
@@ -68,6 +67,7 @@ class QdrantEdgeStore:
 
     SHARD_DIR = "shard"
     META_FILE = "store.json"
+    _models = qdrant_edge
 
     def __init__(
         self,
@@ -122,32 +122,7 @@ class QdrantEdgeStore:
 
     def _write_meta(self) -> None:
         """Atomically write ``store.json``."""
-        tmp = self.path / (self.META_FILE + ".tmp")
-        tmp.write_text(json.dumps({"format": 1, "dim": self.dim, "fields": sorted(self._fields)}))
-        os.replace(tmp, self.path / self.META_FILE)
-
-    def _filter(self, where: dict | None, ids: list[str] | None = None) -> Filter | None:
-        """A Qdrant filter for an equality filter and/or a set of ids; indexes newly filtered fields."""
-        cond = normalize_where(where, self._fields)
-        must: list = [] if ids is None else [HasIdCondition({point_uuid(i) for i in ids})]
-        for key, values in (cond or {}).items():
-            self._ensure_index(key, values[0])
-            must.append(_condition(key, values))
-        return Filter(must=must) if must else None
-
-    def _ensure_index(self, key: str, sample: str | int | bool) -> None:
-        """Create a payload index on ``key`` (typed after a filter value) unless there is one (or the store
-        is read-only: filters work without an index, only slower)."""
-        if key in self._indexed or self.read_only:
-            return
-        if isinstance(sample, bool):
-            schema = PayloadSchemaType.Bool
-        elif isinstance(sample, int):
-            schema = PayloadSchemaType.Integer
-        else:
-            schema = PayloadSchemaType.Keyword
-        self._shard.update(UpdateOperation.create_field_index(key, schema))
-        self._indexed.add(key)
+        write_json_atomic(self.path / self.META_FILE, {"format": 1, "dim": self.dim, "fields": sorted(self._fields)})
 
     def upsert(self, ids: list[str], vectors: np.ndarray, payloads: list[dict]) -> None:
         """Insert points, replacing existing ids. vectors: float32 (n, dim)."""
@@ -168,19 +143,6 @@ class QdrantEdgeStore:
             ]
             self._shard.update(UpdateOperation.upsert_points(points))
 
-    def delete(self, ids: list[str] | None = None, where: dict | None = None) -> int:
-        """Delete points by id and/or filter (both: both must hold); returns the count deleted."""
-        self._check_writable()
-        if ids is None and where is None:
-            raise GenRetError("delete needs ids or a where filter")
-        if ids is not None and not ids:
-            return 0
-        flt = self._filter(where, ids)
-        n = self._shard.count(CountRequest(exact=True, filter=flt))
-        if n:
-            self._shard.update(UpdateOperation.delete_points_by_filter(flt))
-        return n
-
     def search(self, vectors: np.ndarray, k: int, where: dict | None = None) -> list[list[StoreHit]]:
         """Top-k hits per query. vectors: float32 (Q, dim); returns Q lists of at most k hits, best first."""
         check_k(k)
@@ -196,28 +158,6 @@ class QdrantEdgeStore:
         ]
         results = self._shard.query_batch(QueryBatchRequest(requests))
         return [[hit_from_payload(p.score, p.payload) for p in points] for points in results]
-
-    def get(self, ids: list[str]) -> dict[str, dict]:
-        """Payloads by id; missing ids are absent."""
-        if not ids:
-            return {}
-        records = self._shard.retrieve([point_uuid(i) for i in ids], True, False)
-        return {h.id: h.payload for h in (hit_from_payload(0.0, r.payload) for r in records)}
-
-    def ids(self, where: dict | None = None) -> list[str]:
-        """All ids, optionally only those matching ``where``."""
-        flt = self._filter(where)
-        out: list[str] = []
-        offset = None
-        while True:
-            request = ScrollRequest(
-                offset=offset, limit=_SCROLL_PAGE, filter=flt,
-                with_payload=PayloadSelector.Include([ID_KEY]), with_vector=False,
-            )
-            records, offset = self._shard.scroll(request)
-            out += [r.payload[ID_KEY] for r in records]
-            if offset is None:
-                return out
 
     def count(self) -> int:
         """Number of points."""
@@ -247,6 +187,27 @@ class QdrantEdgeStore:
     def _check_writable(self) -> None:
         if self.read_only:
             raise GenRetError(f"the Qdrant store at {self.path} is open for reading only")
+
+    # ------------------------------------------------------------------------ the engine calls QdrantBase makes
+    def _has_id(self, uuids: list[str]) -> HasIdCondition:
+        return HasIdCondition(set(uuids))
+
+    def _create_index(self, key: str, kind: str) -> None:
+        self._shard.update(UpdateOperation.create_field_index(key, _SCHEMA[kind]))
+
+    def _count(self, flt: Filter | None) -> int:
+        return self._shard.count(CountRequest(exact=True, filter=flt))
+
+    def _delete_matching(self, flt: Filter | None) -> None:
+        self._shard.update(UpdateOperation.delete_points_by_filter(flt))
+
+    def _retrieve(self, uuids: list[str]) -> list:
+        return self._shard.retrieve(uuids, True, False)
+
+    def _scroll(self, flt: Filter | None, offset):
+        request = ScrollRequest(offset=offset, limit=_SCROLL_PAGE, filter=flt,
+                                with_payload=PayloadSelector.Include([ID_KEY]), with_vector=False)
+        return self._shard.scroll(request)
 
 
 def _read_meta(meta_path: Path) -> dict:
@@ -280,12 +241,4 @@ def read_only_message(path: Path) -> str:
             "writing to it; copy the index folder somewhere writable and use the copy, or build the index "
             "with --backend faiss, which reads read-only folders")
 
-
-def _condition(key: str, values: list) -> FieldCondition | Filter:
-    """Match ``key`` against one value or any of several."""
-    if len(values) == 1:
-        return FieldCondition(key, match=MatchValue(values[0]))
-    if all(isinstance(v, str) for v in values) or all(type(v) is int for v in values):
-        return FieldCondition(key, match=MatchAny(values))
-    return Filter(should=[FieldCondition(key, match=MatchValue(v)) for v in values])
 

@@ -22,21 +22,23 @@ from genretrieval.stores.base import (
     check_url,
     dumps_payload,
     hit_from_payload,
-    normalize_where,
     payload_fields,
     point_uuid,
 )
+from genretrieval.stores.qdrant_common import QdrantBase
 
 #: Set to 1 to allow sending QDRANT_API_KEY over plain http to a host that is not this machine.
 ALLOW_INSECURE_KEY = "GENRET_ALLOW_INSECURE_KEY"
 _FIELDS_KEY = "genret_fields"  # collection metadata key holding the known payload fields
 _SCROLL_PAGE = 10_000
 _QUERY_BATCH = 256
+_SCHEMA = {"bool": models.PayloadSchemaType.BOOL, "integer": models.PayloadSchemaType.INTEGER,
+           "keyword": models.PayloadSchemaType.KEYWORD}
 #: Payload bytes per point that a bulk upload's requests leave room for (about 1,300 points of 384-d per request).
 UPLOAD_PAYLOAD_BYTES = 16 * 1024
 
 
-class QdrantServerStore:
+class QdrantServerStore(QdrantBase):
     """One collection on a Qdrant server or cluster.
 
     ``url`` is the server address, or ":memory:" for qdrant-client's in-process local mode (used by the
@@ -51,6 +53,8 @@ class QdrantServerStore:
     server's default limit is 32 MiB) and wait for the server's acknowledgement, so :meth:`flush`
     has nothing left to do. Search is exact below ``exact_threshold`` points, HNSW above.
     """
+
+    _models = models
 
     def __init__(
         self,
@@ -130,30 +134,6 @@ class QdrantServerStore:
             for field in index_fields:
                 self._ensure_index(field, "")
 
-    def _ensure_index(self, key: str, sample: str | int | bool) -> None:
-        """Create a payload index on ``key`` (typed after a filter value) unless there is one (a read-only
-        store filters without one)."""
-        if key in self._indexed or self.read_only:
-            return
-        if not self._local:  # local mode ignores payload indexes (and warns about them)
-            if isinstance(sample, bool):
-                schema = models.PayloadSchemaType.BOOL
-            elif isinstance(sample, int):
-                schema = models.PayloadSchemaType.INTEGER
-            else:
-                schema = models.PayloadSchemaType.KEYWORD
-            self._client.create_payload_index(self.collection, key, schema, wait=True)
-        self._indexed.add(key)
-
-    def _filter(self, where: dict | None, ids: list[str] | None = None) -> models.Filter | None:
-        """A Qdrant filter for an equality filter and/or a set of ids; indexes newly filtered fields."""
-        cond = normalize_where(where, self._fields)
-        must: list = [] if ids is None else [models.HasIdCondition(has_id=[point_uuid(i) for i in ids])]
-        for key, values in (cond or {}).items():
-            self._ensure_index(key, values[0])
-            must.append(_condition(key, values))
-        return models.Filter(must=must) if must else None
-
     def _prepare(self, ids: list[str], vectors: np.ndarray, payloads: list[dict]) -> tuple[np.ndarray, list[int]]:
         """Check an upload, record its new payload fields; returns the vectors and each payload's JSON size."""
         arr = check_points(ids, vectors, payloads, self.dim)
@@ -204,18 +184,6 @@ class QdrantServerStore:
         if batch:
             self._client.upsert(self.collection, batch, wait=True)
 
-    def delete(self, ids: list[str] | None = None, where: dict | None = None) -> int:
-        """Delete points by id and/or filter (both: both must hold); returns the count deleted."""
-        if ids is None and where is None:
-            raise GenRetError("delete needs ids or a where filter")
-        if ids is not None and not ids:
-            return 0
-        flt = self._filter(where, ids)
-        n = self._client.count(self.collection, count_filter=flt, exact=True).count
-        if n:
-            self._client.delete(self.collection, models.FilterSelector(filter=flt), wait=True)
-        return n
-
     def search(self, vectors: np.ndarray, k: int, where: dict | None = None) -> list[list[StoreHit]]:
         """Top-k hits per query. vectors: float32 (Q, dim); returns Q lists of at most k hits, best first."""
         check_k(k)
@@ -238,27 +206,6 @@ class QdrantServerStore:
                 out.append([hit_from_payload(p.score, p.payload) for p in response.points])
         return out
 
-    def get(self, ids: list[str]) -> dict[str, dict]:
-        """Payloads by id; missing ids are absent."""
-        if not ids:
-            return {}
-        records = self._client.retrieve(self.collection, [point_uuid(i) for i in ids], with_payload=True)
-        return {h.id: h.payload for h in (hit_from_payload(0.0, r.payload) for r in records)}
-
-    def ids(self, where: dict | None = None) -> list[str]:
-        """All ids, optionally only those matching ``where``."""
-        flt = self._filter(where)
-        out: list[str] = []
-        offset = None
-        while True:
-            records, offset = self._client.scroll(
-                self.collection, scroll_filter=flt, limit=_SCROLL_PAGE, offset=offset,
-                with_payload=[ID_KEY], with_vectors=False,
-            )
-            out += [r.payload[ID_KEY] for r in records]
-            if offset is None:
-                return out
-
     def count(self) -> int:
         """Number of points."""
         return self._client.count(self.collection, exact=True).count
@@ -279,16 +226,30 @@ class QdrantServerStore:
             self._client.close()
             self._closed = True
 
+    def _check_writable(self) -> None:
+        """Nothing to check: writes go to the server (``read_only`` only keeps this store from making payload
+        indexes)."""
 
-def _condition(key: str, values: list) -> models.FieldCondition | models.Filter:
-    """Match ``key`` against one value or any of several."""
-    if len(values) == 1:
-        return models.FieldCondition(key=key, match=models.MatchValue(value=values[0]))
-    if all(isinstance(v, str) for v in values) or all(type(v) is int for v in values):
-        return models.FieldCondition(key=key, match=models.MatchAny(any=values))
-    return models.Filter(
-        should=[models.FieldCondition(key=key, match=models.MatchValue(value=v)) for v in values]
-    )
+    # ------------------------------------------------------------------------ the engine calls QdrantBase makes
+    def _has_id(self, uuids: list[str]) -> models.HasIdCondition:
+        return models.HasIdCondition(has_id=uuids)
+
+    def _create_index(self, key: str, kind: str) -> None:
+        if not self._local:  # local mode ignores payload indexes (and warns about them)
+            self._client.create_payload_index(self.collection, key, _SCHEMA[kind], wait=True)
+
+    def _count(self, flt: models.Filter | None) -> int:
+        return self._client.count(self.collection, count_filter=flt, exact=True).count
+
+    def _delete_matching(self, flt: models.Filter | None) -> None:
+        self._client.delete(self.collection, models.FilterSelector(filter=flt), wait=True)
+
+    def _retrieve(self, uuids: list[str]) -> list:
+        return self._client.retrieve(self.collection, uuids, with_payload=True)
+
+    def _scroll(self, flt: models.Filter | None, offset):
+        return self._client.scroll(self.collection, scroll_filter=flt, limit=_SCROLL_PAGE, offset=offset,
+                                   with_payload=[ID_KEY], with_vectors=False)
 
 
 def api_key_for(url: str, key: str | None, url_from_user: bool) -> str | None:

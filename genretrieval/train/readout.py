@@ -209,6 +209,7 @@ def train_readout(cfg, model, tok, adapter_cfg, rows: list[dict], targets: np.nd
     import transformers
 
     from ..encoder.adapter import save_adapter
+    from ..encoder.decode import decodes
     from .card import write_model_card
     from .trainer import data_summary
 
@@ -230,6 +231,7 @@ def train_readout(cfg, model, tok, adapter_cfg, rows: list[dict], targets: np.nd
     by_id = {x.id: x for x in queries}
     adapter_cfg.provenance = {
         "command": cfg.command, "queries": cfg.queries, "init_adapter": str(cfg.init_adapter),
+        "recon_trained": decodes(adapter_cfg),  # recon and the token rows are the start adapter's
         "responses_used": len(data.train), "heldout": len(data.held), "stage": "readout",
         "readout": {**{k: getattr(rcfg, k) for k in ("epochs", "batch_size", "lr", "temperature", "passages",
                                                      "query_passage_weight", "duplicate_threshold")},

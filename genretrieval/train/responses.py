@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Sequence
@@ -11,7 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from ..encoder.model import left_pad
+from ..encoder.generate import chat_prompt_ids, generate
+from ..fileio import write_parquet_atomic
 from ..progress import progress_bar
 from .data import Query
 
@@ -28,17 +28,9 @@ def read_responses(directory: str | Path) -> pa.Table:
 
 
 def _write_part(directory: Path, rows: list[dict]) -> None:
+    """Write ``rows`` as the next part, atomically: a part is either complete or absent."""
     n = len(list(directory.glob("part-*.parquet")))
-    final = directory / f"part-{n:06d}.parquet"
-    tmp = directory / f".{final.name}.tmp"
-    pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), tmp)
-    os.replace(tmp, final)  # a part is either complete or absent
-
-
-def chat_prompt_ids(tokenizer, texts: Sequence[str]) -> list[list[int]]:
-    """Token ids of each text as a single user turn, with the generation prompt."""
-    return [tokenizer.apply_chat_template([{"role": "user", "content": t}], add_generation_prompt=True,
-                                          tokenize=True, return_dict=False) for t in texts]
+    write_parquet_atomic(directory / f"part-{n:06d}.parquet", pa.Table.from_pylist(rows, schema=SCHEMA))
 
 
 @torch.inference_mode()
@@ -55,7 +47,6 @@ def generate_responses(lm, tokenizer, queries: Sequence[Query], directory: str |
     todo = [q for q in queries if q.id not in done]
     if not todo:
         return read_responses(directory)
-    device = lm.get_input_embeddings().weight.device
     eos = {tokenizer.eos_token_id, *(tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>",)
                                      if t in tokenizer.get_vocab())}
     eos.discard(None)
@@ -67,13 +58,8 @@ def generate_responses(lm, tokenizer, queries: Sequence[Query], directory: str |
             block = todo[c:c + chunk]
             prompts = [p[-max_query_tokens:] for p in chat_prompt_ids(tokenizer, [q.text for q in block])]
             order = sorted(range(len(block)), key=lambda i: len(prompts[i]))
-            for b in range(0, len(order), batch_size):
-                idx = order[b:b + batch_size]
-                ids, mask = left_pad([prompts[i] for i in idx], tokenizer.pad_token_id)
-                width = ids.shape[1]
-                out = lm.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
-                                  max_new_tokens=max_new_tokens, eos_token_id=sorted(eos),
-                                  pad_token_id=tokenizer.pad_token_id)[:, width:].cpu()
+            for idx, out in generate(lm, tokenizer, prompts, batch_size, max_new_tokens, order,
+                                     eos_token_id=sorted(eos)):
                 rows = []
                 for r, i in enumerate(idx):
                     seq = out[r].tolist()

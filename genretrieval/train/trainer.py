@@ -21,7 +21,9 @@ import torch.nn.functional as F
 
 from ..encoder.device import set_threads
 from ..encoder.model import left_pad, position_ids_from_mask
+from ..encoder.teacher import TEACHER_NAME
 from ..errors import GenRetError
+from ..fileio import atomic_write, write_parquet_atomic
 from ..progress import progress_bar
 from .data import load_queries
 from .responses import generate_responses
@@ -37,7 +39,7 @@ class TrainConfig:
     queries: list[str]  # JSONL files (``path:N`` samples N of a file)
     out: str  # run directory: responses/, teacher.parquet, checkpoints/, adapter/, losses.csv, loss.png
     backbone: str | None = None  # default: qwen2.5-coder-0.5b-instruct
-    teacher: str = "all-MiniLM-L6-v2"
+    teacher: str = TEACHER_NAME
     num_compression: int = 10
     num_thought: int = 0
     recon_weight: float = 1.0
@@ -129,9 +131,7 @@ def teacher_targets(teacher, ids: list[str], texts: list[str], path: Path, progr
     if missing:
         vecs = teacher.encode([texts[i] for i in missing], normalize=False, progress=progress)
         cached.update((ids[i], v) for i, v in zip(missing, vecs))
-        tmp = path.with_suffix(".tmp")
-        pq.write_table(pa.table({"id": list(cached), "embedding": [v.tolist() for v in cached.values()]}), tmp)
-        os.replace(tmp, path)
+        write_parquet_atomic(path, pa.table({"id": list(cached), "embedding": [v.tolist() for v in cached.values()]}))
     return np.stack([cached[rid] for rid in ids]).astype(np.float32)
 
 
@@ -247,8 +247,8 @@ def _save_checkpoint(run: Path, step: int, model, opt, sched, adapter_cfg, keep:
     ckpt_root = run / "checkpoints"
     tmp = ckpt_root / f".step-{step:06d}.tmp"
     save_adapter(model, adapter_cfg, tmp)
-    torch.save({"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict()},
-               tmp / "trainer_state.pt")
+    state = {"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict()}
+    atomic_write(tmp / "trainer_state.pt", lambda p: torch.save(state, p))
     final = ckpt_root / f"step-{step:06d}"
     os.replace(tmp, final)
     for old in sorted(ckpt_root.glob("step-*"))[:-keep]:
@@ -553,7 +553,8 @@ def provenance(cfg: TrainConfig, n_rows: int, hold: int, steps: int, csv_path: P
     return {"command": cfg.command, "queries": cfg.queries, "responses_used": n_rows - hold, "heldout": hold,
             "steps": steps,
             "batch_size": cfg.batch_size * cfg.grad_accum, "lr": cfg.lr, "recon_weight": cfg.recon_weight,
-            "align_weight": cfg.align_weight, "init_align": cfg.init_align, "tokens_only": cfg.tokens_only,
+            "align_weight": cfg.align_weight, "recon_trained": cfg.recon_weight > 0, "init_align": cfg.init_align,
+            "tokens_only": cfg.tokens_only,
             "max_response_tokens": cfg.max_response_tokens,
             "final": {k: last.get(k) for k in ("loss", "recon", "align", "cos")},
             "heldout_cos": evals[-1] if evals else None, "train_seconds": last.get("seconds"),
