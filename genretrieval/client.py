@@ -5,31 +5,15 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import GenRetError
+from .hit import Hit
 
 #: Queries per request to /search/batch (the server's default --max-batch is larger).
 BATCH = 32
 TIMEOUT = 300.0
-
-
-@dataclass
-class RemoteHit:
-    """One search result as a server returns it: the fields of ``genretrieval.index.Hit``."""
-
-    id: str
-    score: float
-    text: str
-    title: str
-    source: str
-    chunk_no: int
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def check_server_url(url: str) -> str:
@@ -74,10 +58,10 @@ def request(url: str, method: str, path: str, body: Any = None, *, token: str | 
 
 
 def search(url: str, queries: list[str], k: int = 10, where: dict | None = None, task: str | None = None, *,
-           timeout: float = TIMEOUT) -> list[list[RemoteHit]]:
+           timeout: float = TIMEOUT) -> list[list[Hit]]:
     """Top-``k`` hits per query from the server at ``url``, as ``Index.search`` returns them locally; ``where``
     is the same field -> value(s) filter."""
-    results: list[list[RemoteHit]] = []
+    results: list[list[Hit]] = []
     for s in range(0, len(queries), BATCH):
         part = queries[s:s + BATCH]
         answer = request(url, "POST", "/search/batch", {"queries": part, "k": k, "filter": where, "task": task},
@@ -86,7 +70,7 @@ def search(url: str, queries: list[str], k: int = 10, where: dict | None = None,
             rows = answer["results"]
             if len(rows) != len(part):
                 raise ValueError
-            results += [[RemoteHit(**hit) for hit in row["hits"]] for row in rows]
+            results += [[Hit(**hit) for hit in row["hits"]] for row in rows]
         except (KeyError, TypeError, ValueError):
             raise GenRetError(f"unexpected answer from the server {url} (is it a `genret serve`?)") from None
     return results

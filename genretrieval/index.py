@@ -7,7 +7,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Literal
 
@@ -16,6 +16,7 @@ from .corpus import Chunk, ChunkDiff, Document, chunk_document, diff_chunks, sca
 from .encoder.base import Encoder
 from .errors import GenRetError
 from .fileio import write_json_atomic
+from .hit import Hit
 from .progress import progress_bar
 from .stores.base import ID_KEY, check_k
 
@@ -44,22 +45,6 @@ def index_dir(name: str | None = None, directory: str | Path | None = None) -> P
     if not name or "/" in name or name.startswith("."):
         raise GenRetError(f"invalid index name {name!r} (use --index-dir for a path)")
     return INDEX_HOME / name
-
-
-@dataclass
-class Hit:
-    """One search result: a chunk, its cosine score and where it came from."""
-
-    id: str
-    score: float
-    text: str
-    title: str
-    source: str
-    chunk_no: int
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass

@@ -62,8 +62,11 @@ def enc(tiny_backbone):
 
 @pytest.fixture()
 def corpus(tmp_path):
+    return write_corpus(tmp_path / "corpus")
+
+
+def write_corpus(root: Path) -> Path:
     """A small corpus: Markdown, text and a JSONL record file with a filterable field, in a sub-folder."""
-    root = tmp_path / "corpus"
     (root / "sub").mkdir(parents=True)
     (root / "a.md").write_text("# Paris\nParis is the capital of France. " * 3)
     (root / "b.txt").write_text("bread is made of water")

@@ -14,6 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from conftest import write_corpus
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
@@ -33,21 +34,11 @@ TIMEOUT = 60.0
 runner = CliRunner()
 
 
-def _corpus(root):
-    (root / "sub").mkdir(parents=True)
-    (root / "a.md").write_text("# Paris\nParis is the capital of France. " * 3)
-    (root / "b.txt").write_text("bread is made of water")
-    (root / "sub" / "c.jsonl").write_text(
-        json.dumps({"id": "r1", "text": "the river flows to the sea", "lang": "en"}) + "\n"
-        + json.dumps({"id": "r2", "text": "le fleuve coule vers la mer", "lang": "fr"}) + "\n")
-    return root
-
-
 def _build(path, enc, backbone):
     """A small FAISS index whose manifest names the tiny backbone (so `genret serve` can load it)."""
     idx = Index.create(path, enc, "faiss", chunk_size=16, overlap=4,
                        encoder_spec={"kind": "gen", "backbone": backbone, "adapter": None})
-    idx.add(_corpus(path.parent / f"{path.name}-corpus"), progress=False)
+    idx.add(write_corpus(path.parent / f"{path.name}-corpus"), progress=False)
     return idx
 
 
