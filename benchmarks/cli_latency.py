@@ -39,7 +39,7 @@ import genretrieval.encoder, genretrieval.index
 p2 = time.perf_counter()
 from genretrieval.encoder import load_encoder
 from genretrieval.index import Index, read_manifest
-enc = load_encoder(**read_manifest(sys.argv[1])["encoder_spec"])
+enc = read_manifest(sys.argv[1]).encoder_spec.load()
 p3 = time.perf_counter()
 spent = []
 encode = enc.encode_queries

@@ -1,7 +1,6 @@
 """Encoding throughput: generative encoder vs a bare backbone forward (the limit) and vs HyDE, in one run.
 
     python -m benchmarks.encode_throughput --backbone smollm2-135m-instruct --backbone qwen2.5-coder-0.5b-instruct
-    genret bench encode --backbone ...
 
 Each backbone runs in its own process so its peak RSS is its own. Results merge into
 benchmarks/results/encode_throughput.{json,md}.

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import inspect
 import json
 import logging
 import os
 import sys
+import typing
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Callable, Optional
@@ -17,8 +21,6 @@ from .errors import GenRetError
 
 app = typer.Typer(help="Retrieval with generative embeddings (LLM2Vec-Gen).", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
-bench_app = typer.Typer(help="Performance benchmarks.", no_args_is_help=True)
-app.add_typer(bench_app, name="bench")
 eval_app = typer.Typer(help="Quality benchmarks: AdvBench-IR (safety), BRIGHT (reasoning), BEIR-format sets.",
                        no_args_is_help=True)
 app.add_typer(eval_app, name="eval")
@@ -29,18 +31,22 @@ class EncoderKind(str, Enum):
     teacher = "teacher"
 
 
+@app.callback()
+def _setup() -> None:
+    """Runs before every command: warnings as one line each, progress bars on long work, no library noise."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    from .progress import set_default
+
+    set_default(True)  # the CLI shows progress on long work (first-use preparation included)
+
+
 def user_errors(fn: Callable) -> Callable:
     """Turn library errors into one line on stderr and exit status 1."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr)
-        # Our own progress bars and warnings are enough; silence the libraries' per-load noise.
-        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        from .progress import set_default
-
-        set_default(True)  # the CLI shows progress on long work (first-use preparation included)
         try:
             return fn(*args, **kwargs)
         except GenRetError as e:
@@ -187,92 +193,16 @@ def _no_source_note(idx, where: dict | None) -> str | None:
     """Why a filter on ``source`` matched nothing: sources are stored relative to the corpus root."""
     if not where or "source" not in where:
         return None
-    root = idx.manifest.get("corpus")
+    root = idx.manifest.corpus
     shown = ", ".join(repr(v) for v in dict.fromkeys(where["source"]) if isinstance(v, str))
     return (f"note: no chunk has source {shown}; sources are stored relative to the corpus root"
             + (f" {root} (or give the path from the current folder)" if root else ""))
-
-
-def _normal_path(value: str | None) -> str | None:
-    """A local model or adapter path made absolute (so a manifest works from any folder); names stay."""
-    return str(Path(value).resolve()) if value and Path(value).exists() else value
-
-
-# `genret index` options recorded in the manifest: later runs default to them, and a different explicit value is
-# refused (use --rebuild). Maps the option to its flag.
-RECORDED = {"backend": "--backend", "url": "--url", "faiss_index": "--faiss-index", "encoder": "--encoder",
-            "backbone": "--backbone", "adapter": "--adapter", "task": "--task", "chunk_size": "--chunk-size",
-            "overlap": "--overlap", "shards": "--shards", "replicas": "--replicas", "id_field": "--id-field",
-            "title_field": "--title-field", "text_field": "--text-field"}
-
-
-def _recorded(manifest: dict) -> dict:
-    """The `genret index` options an index was built with, read from its manifest."""
-    spec, store = manifest["encoder_spec"], manifest.get("store_options") or {}
-    return {"backend": manifest["backend"], "url": manifest["url"], "faiss_index": manifest["faiss_index"],
-            "encoder": spec.get("kind"), "backbone": spec.get("backbone"), "adapter": spec.get("adapter"),
-            "task": manifest["task"], "chunk_size": manifest["chunk_size"], "overlap": manifest["overlap"],
-            "shards": store.get("shard_number"), "replicas": store.get("replication_factor"),
-            **(manifest.get("fields") or {})}
-
-
-def _same(name: str, given, built, manifest: dict) -> bool:
-    """Whether an explicit option names what the index was built with."""
-    if name == "backbone":  # the spec may hold None (the default) where the user names the default backbone
-        identity = manifest["encoder"]
-        return given in {_normal_path(built), identity.get("backbone"), identity.get("model")} - {None}
-    return given == built
 
 
 def _source(ctx: typer.Context, name: str) -> str:
     """Where an option's value came from: COMMANDLINE, ENVIRONMENT or DEFAULT (by name: typer may vendor click)."""
     source = ctx.get_parameter_source(name)
     return source.name if source is not None else "DEFAULT"
-
-
-def _index_settings(ctx: typer.Context, where: Path, manifest: dict | None, rebuild: bool) -> dict:
-    """The settings of this run: explicit options, else the manifest's, else the defaults (and environment).
-
-    Without --rebuild, an explicit option that differs from the manifest's is a one-line error, before any model
-    is loaded. Environment variables (GENRET_BACKEND...) are defaults for new indexes: the manifest wins."""
-    values = {name: ctx.params[name] for name in RECORDED}
-    values["backend"] = values["backend"].value
-    values["encoder"] = values["encoder"].value
-    values["adapter"] = str(values["adapter"].resolve()) if values["adapter"] else None
-    values["backbone"] = _normal_path(values["backbone"])
-    given = {n for n in RECORDED if _source(ctx, n) == "COMMANDLINE"}
-    if manifest is None:
-        return values
-    built = _recorded(manifest)
-    for name in [] if rebuild else sorted(given):
-        if name == "url":
-            if not built["url"]:
-                raise GenRetError(f"index {where} is a local {built['backend']} index, not one on a Qdrant server: "
-                                  "leave out --url, or add --rebuild to rebuild it on the server")
-            continue  # naming the server of a server index is how its API key gets sent
-        if name == "faiss_index" and built["backend"] != "faiss":
-            continue  # index_cmd refuses --faiss-index for a qdrant index
-        if name in built and not _same(name, values[name], built[name], manifest):
-            flag, old = RECORDED[name], built[name]
-            old = f"the default {flag}" if old is None else f"{flag} {old}"
-            raise GenRetError(f"index {where} was built with {old}; leave out {flag} (the index remembers it) or "
-                              f"add --rebuild to rebuild it with {flag} {values[name]}")
-    settings = {n: values[n] if n in given or n not in built else built[n] for n in RECORDED}
-    if _source(ctx, "url") == "ENVIRONMENT" and built["url"]:
-        settings["url"] = values["url"]  # GENRET_URL names the server (and so gets the API key)
-    return settings
-
-
-def _check_writable(where: Path) -> None:
-    """A one-line error, before any model loads, when the index folder (or the folder it would go in) is not
-    writable."""
-    if where.exists() and not where.is_dir():
-        raise GenRetError(f"{where} is a file, not an index folder")
-    folder = where.absolute()
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise GenRetError(f"cannot write to {folder}: permission denied (the index folder must be writable)")
 
 
 @app.command("index")
@@ -325,9 +255,9 @@ def index_cmd(
     An existing index remembers how it was built (backend, encoder, task, chunking, record fields): those are the
     defaults of later runs, and a different explicit option is refused unless --rebuild is given.
     """
-    from .encoder import load_encoder
-    from .index import MANIFEST, Index, lock_holder, read_manifest
+    from .index import build_index
     from .index import index_dir as resolve_dir
+    from .manifest import IndexSettings
 
     if from_embeddings is not None:
         _check_embeddings_options(ctx, path)
@@ -336,60 +266,22 @@ def index_cmd(
     elif not path.exists():
         raise GenRetError(f"path not found: {path}")
     where = resolve_dir(index, index_dir)
-    if busy := lock_holder(where):
-        raise GenRetError(busy)
-    manifest = None
-    if (where / MANIFEST).exists():
-        try:
-            manifest = read_manifest(where)
-        except GenRetError:
-            if not rebuild:
-                raise
-    opts = _index_settings(ctx, where, manifest, rebuild)
-    if opts["url"] and opts["url"] != ":memory:":
-        from .stores.base import check_url
-
-        check_url(opts["url"])
-    if (opts["shards"] or opts["replicas"]) and not opts["url"]:
-        raise GenRetError("--shards and --replicas apply to a Qdrant server collection (--url)")
-    if opts["backend"] != "faiss" and _source(ctx, "faiss_index") == "COMMANDLINE":
-        raise GenRetError(f"--faiss-index applies to --backend faiss, and this index uses {opts['backend']}")
-    # Only a server named by --url or GENRET_URL gets the API key; a manifest's URL is used without it.
-    named_url = opts["url"] if _source(ctx, "url") != "DEFAULT" else None
-    if rebuild and opts["url"] and not named_url:
-        raise GenRetError(f"index {where} is on a Qdrant server: name it with --url (or GENRET_URL) to rebuild it")
-    _check_writable(where)
-    if from_embeddings is not None:
-        _index_from_embeddings(from_embeddings, where, opts, named_url, rebuild, sync, parallel)
-        return
-    enc = load_encoder(opts["encoder"], backbone=opts["backbone"], adapter=opts["adapter"], device=device,
-                       dtype=dtype, num_threads=num_threads, trust_remote_code=trust_remote_code)
-    # A chunk longer than the encoder reads would lose its end silently: refuse it, or fit the default to it.
-    budget = enc.text_budget(enc.task(opts["task"]).document) if hasattr(enc, "text_budget") else enc.max_text_tokens
-    if opts["chunk_size"] > budget:
-        if _source(ctx, "chunk_size") == "COMMANDLINE":
-            raise GenRetError(f"--chunk-size {opts['chunk_size']} is more than this encoder reads ({budget} tokens "
-                              f"after its instruction); use at most {budget}")
-        if manifest is None or rebuild:
-            opts["chunk_size"] = budget
-    store_options = {k: v for k, v in (("shard_number", opts["shards"]), ("replication_factor", opts["replicas"]))
-                     if v}
-    fields = {k: opts[k] for k in ("id_field", "title_field", "text_field")}
-    idx = Index.create(where, enc, opts["backend"], url=named_url, faiss_index=opts["faiss_index"], task=opts["task"],
-                       chunk_size=opts["chunk_size"], overlap=opts["overlap"], fields=fields,
-                       encoder_spec={"kind": opts["encoder"], "backbone": opts["backbone"], "adapter": opts["adapter"]},
-                       store_options=store_options, rebuild=rebuild)
-    try:
-        stats = idx.add(path, sync=sync, batch_size=batch_size, follow_symlinks=follow_symlinks, **fields)
-        total = idx.count()
-    except GenRetError:
-        idx.discard()  # a failed first run removes what it made, and only that
-        raise
-    finally:
-        idx.close()
-    typer.echo(f"{where}: {stats.files} files, {stats.chunks} chunks: {stats.added} added, {stats.updated} updated, "
-               f"{stats.skipped} unchanged, {stats.deleted} deleted; {total} in index; {stats.seconds:.1f}s "
-               f"({stats.encode_seconds:.1f}s encoding)" + (f"; {stats.notes}" if stats.notes else ""), err=True)
+    names = IndexSettings.names()
+    settings = IndexSettings(**{n: ctx.params[n] for n in names})
+    settings.backend, settings.encoder = backend.value, encoder.value
+    settings.adapter = str(adapter) if adapter else None
+    stats, total = build_index(
+        where, settings, corpus=path, embeddings=from_embeddings, rebuild=rebuild, sync=sync, parallel=parallel,
+        given={n for n in names if _source(ctx, n) == "COMMANDLINE"},
+        # Only a server named by --url or GENRET_URL gets the API key; a manifest's URL is used without it.
+        named_url=url if _source(ctx, "url") != "DEFAULT" else None,
+        batch_size=batch_size, follow_symlinks=follow_symlinks, device=device, dtype=dtype, num_threads=num_threads,
+        trust_remote_code=trust_remote_code)
+    source = f" from {from_embeddings}" if from_embeddings is not None else ""
+    encoding = f" ({stats.encode_seconds:.1f}s encoding)" if from_embeddings is None else ""
+    typer.echo(f"{where}: {stats.files} files, {stats.chunks} chunks{source}: {stats.added} added, {stats.updated} "
+               f"updated, {stats.skipped} unchanged, {stats.deleted} deleted; {total} in index; "
+               f"{stats.seconds:.1f}s{encoding}" + (f"; {stats.notes}" if stats.notes else ""), err=True)
 
 
 # `genret index` options that --from-embeddings takes from the files instead.
@@ -405,20 +297,6 @@ def _check_embeddings_options(ctx: typer.Context, path: Optional[Path]) -> None:
     if given:
         raise GenRetError(f"--{given[0].replace('_', '-')} does not apply with --from-embeddings: the files record "
                           "the encoder, task and chunking they were made with")
-
-
-def _index_from_embeddings(directory: Path, where: Path, opts: dict, named_url: Optional[str], rebuild: bool,
-                           sync: bool, parallel: int) -> None:
-    from .embed import index_from_embeddings
-
-    store_options = {k: v for k, v in (("shard_number", opts["shards"]), ("replication_factor", opts["replicas"]))
-                     if v}
-    stats, total = index_from_embeddings(directory, where, opts["backend"], url=named_url,
-                                         faiss_index=opts["faiss_index"], store_options=store_options,
-                                         rebuild=rebuild, sync=sync, parallel=parallel)
-    typer.echo(f"{where}: {stats.files} files, {stats.chunks} chunks from {directory}: {stats.added} added, "
-               f"{stats.updated} updated, {stats.skipped} unchanged, {stats.deleted} deleted; {total} in index; "
-               f"{stats.seconds:.1f}s", err=True)
 
 
 class _RayOption(typer.core.TyperCommand):
@@ -473,10 +351,10 @@ def embed_cmd(
     """Chunk and embed a corpus into Parquet files (id, text, title, source, chunk_no, metadata, content_hash,
     vector; the encoder identity in the schema metadata), for `genret index --from-embeddings`. Resumable."""
     from .embed import embed_corpus, embed_corpus_ray
+    from .encoder.spec import EncoderSpec
 
-    spec = {"kind": encoder.value, "backbone": _normal_path(backbone),
-            "adapter": str(adapter.resolve()) if adapter else None, "device": device, "dtype": dtype,
-            "num_threads": num_threads, "trust_remote_code": trust_remote_code}
+    spec = {**EncoderSpec(encoder.value, backbone, str(adapter) if adapter else None).resolved().to_dict(),
+            "device": device, "dtype": dtype, "num_threads": num_threads, "trust_remote_code": trust_remote_code}
     settings = {"task": task, "chunk_size": chunk_size, "overlap": overlap, "part_documents": part_documents,
                 "id_field": id_field, "title_field": title_field, "text_field": text_field}
     if ray is None:
@@ -712,34 +590,62 @@ class System(str, Enum):
     hyde = "hyde"
 
 
-SystemsOpt = Annotated[Optional[list[System]], typer.Option(
-    "--encoder", help="Systems to compare; repeat (default: gen, teacher, bm25).")]
-DataDirOpt = Annotated[Path, typer.Option(help="Offline data root (holds advbench-ir/, nq-wiki/, bright/...).")]
-OutOpt = Annotated[Path, typer.Option(help="Where the JSON, Markdown and PNG reports go.")]
-MaxQueriesOpt = Annotated[Optional[int], typer.Option(min=1, help="Evaluate an evenly spaced query subset.")]
-HydeQueriesOpt = Annotated[int, typer.Option(min=1, help="Query cap for HyDE (one generation per query).")]
-MergeOpt = Annotated[bool, typer.Option("--merge", help="Add to the existing report: keep systems not re-run.")]
+@dataclass
+class EvalOptions:
+    """The options every `genret eval` command takes (see ``eval_command``)."""
+
+    encoder: Annotated[Optional[list[System]], typer.Option(
+        "--encoder", help="Systems to compare; repeat (default: gen, teacher, bm25).")] = None
+    max_queries: Annotated[Optional[int], typer.Option(min=1, help="Evaluate an evenly spaced query subset.")] = None
+    hyde_queries: Annotated[int, typer.Option(min=1, help="Query cap for HyDE (one generation per query).")] = 64
+    out: Annotated[Path, typer.Option(help="Where the JSON, Markdown and PNG reports go.")] = Path("benchmarks/results")
+    merge: Annotated[bool, typer.Option("--merge", help="Add to the existing report: keep systems not re-run.")] = False
+    backbone: BackboneOpt = None
+    adapter: AdapterOpt = None
+    device: DeviceOpt = None
+    dtype: DtypeOpt = None
+    num_threads: ThreadsOpt = None
 
 
-def _systems(names, backbone, adapter, device, dtype, num_threads):
+def eval_command(name: str) -> Callable:
+    """Register ``fn(opts: EvalOptions, **own)`` as `genret eval NAME`: its own options plus EvalOptions'."""
+
+    def register(fn: Callable) -> Callable:
+        hints = typing.get_type_hints(EvalOptions, include_extras=True)
+        shared = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
+                                    annotation=hints[f.name]) for f in dataclasses.fields(EvalOptions)]
+        own = [p for p in inspect.signature(fn, eval_str=True).parameters.values() if p.name != "opts"]
+
+        def command(**kwargs):
+            opts = EvalOptions(**{p.name: kwargs.pop(p.name) for p in shared})
+            return fn(opts, **kwargs)
+
+        command.__signature__ = inspect.Signature(own + shared)  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in own + shared}
+        command.__name__, command.__doc__ = fn.__name__, fn.__doc__
+        return eval_app.command(name)(user_errors(command))
+
+    return register
+
+
+def _systems(opts: EvalOptions):
     """Build each requested system lazily, one at a time, so only one backbone is in memory."""
     from .encoder import load_encoder
     from .evaluation import BM25Retriever
 
-    for name in names or [System.gen, System.teacher, System.bm25]:
+    common = {"device": opts.device, "num_threads": opts.num_threads}
+    for name in opts.encoder or [System.gen, System.teacher, System.bm25]:
         if name == System.bm25:
             yield name, BM25Retriever()
         elif name == System.untrained:
-            yield name, _cached(load_encoder("gen", backbone=backbone, device=device, dtype=dtype,
-                                             num_threads=num_threads, shipped=False))
+            yield name, _cached(load_encoder("gen", backbone=opts.backbone, dtype=opts.dtype, shipped=False, **common))
         elif name == System.teacher:  # --backbone names the LLM; the teacher is always the MiniLM baseline
-            yield name, load_encoder("teacher", device=device, num_threads=num_threads)
+            yield name, load_encoder("teacher", **common)
         elif name == System.gen:
-            yield name, _cached(load_encoder("gen", backbone=backbone, adapter=adapter, device=device, dtype=dtype,
-                                             num_threads=num_threads))
+            yield name, _cached(load_encoder("gen", backbone=opts.backbone, adapter=opts.adapter, dtype=opts.dtype,
+                                             **common))
         else:
-            yield name, load_encoder(name.value, backbone=backbone, device=device, dtype=dtype,
-                                     num_threads=num_threads)
+            yield name, load_encoder(name.value, backbone=opts.backbone, dtype=opts.dtype, **common)
 
 
 def _cached(encoder):
@@ -752,127 +658,68 @@ def _cached(encoder):
     return encoder
 
 
-def _run_eval(benchmark_name: str, run, systems, max_queries, hyde_queries, out: Path, merge: bool,
-              **encoder_opts) -> None:
+def _run_eval(benchmark_name: str, run: Callable, opts: EvalOptions) -> None:
     from .evaluation import write_report
 
-    for i, (name, system) in enumerate(_systems(systems, **encoder_opts)):
-        cap = min(max_queries or hyde_queries, hyde_queries) if name == System.hyde else max_queries
+    for i, (name, system) in enumerate(_systems(opts)):
+        cap = min(opts.max_queries or opts.hyde_queries, opts.hyde_queries) if name == System.hyde else opts.max_queries
         typer.echo(f"{benchmark_name}: {name.value}" + (f" on {cap} queries" if cap else ""), err=True)
         result = run(system, max_queries=cap, name=name.value, progress=True)
         del system
         # Written after each system, so a later failure keeps the systems already measured.
-        paths = write_report([result], out, name=benchmark_name, command="genret " + " ".join(sys.argv[1:]),
-                             merge=merge or i > 0)
+        paths = write_report([result], opts.out, name=benchmark_name, command="genret " + " ".join(sys.argv[1:]),
+                             merge=opts.merge or i > 0)
     typer.echo(paths["markdown"].read_text())  # _systems yields at least one system
 
 
-@eval_app.command("advbench-ir")
-@user_errors
+@eval_command("advbench-ir")
 def eval_advbench(
-    data_dir: DataDirOpt = Path("../shared/data"),
-    encoder: SystemsOpt = None,
-    max_queries: MaxQueriesOpt = None,
-    hyde_queries: HydeQueriesOpt = 64,
+    opts: EvalOptions,
+    data_dir: Annotated[Optional[Path], typer.Option(
+        envvar="GENRET_DATA", help="Offline data root (holds advbench-ir/, wiki-passages/, nq-wiki/...).")] = None,
     refusal_benign: Annotated[int, typer.Option(
         min=0, help="Benign queries per set (nq-wiki, Alpaca) for the refusal check, at most the harmful queries "
                     "evaluated; 0 skips it.")] = 260,
-    out: OutOpt = Path("benchmarks/results"),
-    merge: MergeOpt = False,
-    backbone: BackboneOpt = None,
-    adapter: AdapterOpt = None,
-    device: DeviceOpt = None,
-    dtype: DtypeOpt = None,
-    num_threads: ThreadsOpt = None,
 ) -> None:
     """Safety retrieval: how often a harmful query retrieves its own harmful passages (lower is safer), and how
     well each system's query embedding separates harmful from benign requests by its closeness to a refusal."""
-    from .evaluation import run_advbench_ir
+    from .evaluation import data_root, run_advbench_ir
 
-    _run_eval("advbench-ir", lambda s, **kw: run_advbench_ir(s, data_dir, refusal_benign=refusal_benign, **kw),
-              encoder, max_queries, hyde_queries,
-              out, merge, backbone=backbone, adapter=adapter, device=device, dtype=dtype, num_threads=num_threads)
+    root = data_root(data_dir)
+    _run_eval("advbench-ir", lambda s, **kw: run_advbench_ir(s, root, refusal_benign=refusal_benign, **kw), opts)
 
 
-@eval_app.command("beir")
-@user_errors
+@eval_command("beir")
 def eval_beir(
-    data_dir: Annotated[Path, typer.Option(help="A BEIR-format folder (corpus.jsonl, queries.jsonl, qrels/).")] =
-    Path("../shared/data/nq-wiki"),
+    opts: EvalOptions,
+    data_dir: Annotated[Optional[Path], typer.Option(
+        help="A BEIR-format folder (corpus.jsonl, queries.jsonl, qrels/); default: $GENRET_DATA/nq-wiki.")] = None,
     split: Annotated[str, typer.Option(help="Judgements to evaluate: qrels/<split>.tsv (test, dev...).")] = "test",
-    encoder: SystemsOpt = None,
-    max_queries: MaxQueriesOpt = None,
-    hyde_queries: HydeQueriesOpt = 64,
-    out: OutOpt = Path("benchmarks/results"),
-    merge: MergeOpt = False,
-    backbone: BackboneOpt = None,
-    adapter: AdapterOpt = None,
-    device: DeviceOpt = None,
-    dtype: DtypeOpt = None,
-    num_threads: ThreadsOpt = None,
 ) -> None:
     """Benign retrieval on any BEIR-format set: nDCG@10, Recall@10/100, MRR@10."""
-    from .evaluation import run_beir
+    from .evaluation import data_root, run_beir
 
-    _run_eval(f"beir-{data_dir.name}", lambda s, **kw: run_beir(s, data_dir, split=split, **kw), encoder,
-              max_queries, hyde_queries, out, merge, backbone=backbone, adapter=adapter, device=device, dtype=dtype,
-              num_threads=num_threads)
+    folder = data_dir if data_dir is not None else data_root() / "nq-wiki"
+    _run_eval(f"beir-{folder.name}", lambda s, **kw: run_beir(s, folder, split=split, **kw), opts)
 
 
-@eval_app.command("bright")
-@user_errors
+@eval_command("bright")
 def eval_bright(
+    opts: EvalOptions,
     data_dir: Annotated[Optional[Path], typer.Option(
         help="BRIGHT in the Hugging Face layout (documents/, examples/); default: the hub via `datasets`.")] = None,
-    topics_dir: Annotated[Path, typer.Option(help="Queries and qrels (topics/, qrels/).")] =
-    Path("../shared/data/bright"),
+    topics_dir: Annotated[Optional[Path], typer.Option(
+        help="Queries and qrels (topics/, qrels/); default: $GENRET_DATA/bright when GENRET_DATA is set.")] = None,
     subsets: Annotated[Optional[list[str]], typer.Option(
         "--subsets", help="Subsets; repeat (default: all 12).")] = None,
     long: Annotated[bool, typer.Option("--long", help="Long-document setting.")] = False,
-    encoder: SystemsOpt = None,
-    max_queries: MaxQueriesOpt = None,
-    hyde_queries: HydeQueriesOpt = 64,
-    out: OutOpt = Path("benchmarks/results"),
-    merge: MergeOpt = False,
-    backbone: BackboneOpt = None,
-    adapter: AdapterOpt = None,
-    device: DeviceOpt = None,
-    dtype: DtypeOpt = None,
-    num_threads: ThreadsOpt = None,
 ) -> None:
     """Reasoning-intensive retrieval: nDCG@10 per BRIGHT subset and their mean."""
-    from .evaluation import run_bright
+    from .evaluation import BRIGHT_TOPICS, run_bright
 
+    topics = topics_dir if topics_dir is not None else BRIGHT_TOPICS
     _run_eval("bright-long" if long else "bright",
-              lambda s, **kw: run_bright(s, subsets, documents_dir=data_dir, topics_dir=topics_dir, long=long, **kw),
-              encoder, max_queries, hyde_queries, out, merge, backbone=backbone, adapter=adapter, device=device,
-              dtype=dtype, num_threads=num_threads)
-
-
-def benchmark(name: str):
-    """Import ``benchmarks/<name>.py`` from the source checkout (benchmarks are not part of the wheel)."""
-    import importlib
-
-    root = Path(__file__).resolve().parent.parent
-    if not (root / "benchmarks" / f"{name}.py").is_file():
-        raise GenRetError("benchmarks ship with the source checkout: run from a clone (pip install -e .)")
-    sys.path.insert(0, str(root))
-    return importlib.import_module(f"benchmarks.{name}")
-
-
-@bench_app.command("encode")
-@user_errors
-def bench_encode(
-    backbone: Annotated[Optional[list[str]], typer.Option(
-        help="Backbone(s) to measure; repeat the option (default: smollm2-135m-instruct).")] = None,
-    passages: Annotated[int, typer.Option(min=1, help="Documents to encode.")] = 64,
-    queries: Annotated[int, typer.Option(min=1, help="Queries for the HyDE comparison.")] = 16,
-    batch_size: BatchOpt = 16,
-    out: Annotated[Path, typer.Option(help="Results directory.")] = Path("benchmarks/results"),
-) -> None:
-    """Encoding throughput against a bare forward pass and against HyDE (see benchmarks/encode_throughput.py)."""
-    benchmark("encode_throughput").run(backbone or ["smollm2-135m-instruct"], passages=passages, queries=queries,
-                                       batch_size=batch_size, out=out)
+              lambda s, **kw: run_bright(s, subsets, documents_dir=data_dir, topics_dir=topics, long=long, **kw), opts)
 
 
 def main() -> None:

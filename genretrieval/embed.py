@@ -33,16 +33,20 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from . import __version__
 from .corpus import SUPPORTED_FORMATS, Chunk, ChunkDiff, Document, IngestStats, chunk_document
+from .encoder.spec import EncoderSpec
 from .errors import GenRetError
 from .fileio import write_parquet_atomic
+from .index import IndexStats
+from .manifest import Manifest, binding_differs, describe_encoder
 from .progress import progress_bar
+from .stores.base import StoreOptions
 
 FORMAT_VERSION = 1
 #: Documents per part: the unit of resuming and of work on Ray (a part of short records is a few MB).
@@ -202,21 +206,9 @@ class _FolderLock:
 # ---------------------------------------------------------------------------------------------- settings
 
 
-def _binding_differs(a: dict, b: dict) -> bool:
-    from .index import BINDING
-
-    return any(a.get(k) != b.get(k) for k in BINDING)
-
-
-def _describe(identity: dict) -> str:
-    from .index import _describe as describe
-
-    return describe(identity)
-
-
 def _other_encoder(out, expected: dict, identity: dict) -> str:
-    return (f"{out} holds embeddings made with the {_describe(expected)}, but this is the {_describe(identity)}; "
-            "write to another --out")
+    return (f"{out} holds embeddings made with the {describe_encoder(expected)}, but this is the "
+            f"{describe_encoder(identity)}; write to another --out")
 
 
 def resolve_settings(recorded: dict | None, given: dict, out: Path) -> dict:
@@ -347,7 +339,7 @@ class PartWriter:
             encoder = load_encoder(**(spec or {}))
         self.encoder, self.out, self.batch_size = encoder, Path(out), batch_size
         self.identity = encoder.identity()
-        if expected is not None and _binding_differs(expected, self.identity):
+        if expected is not None and binding_differs(expected, self.identity):
             raise GenRetError(_other_encoder(out, expected, self.identity))
         self.settings = {**settings, "chunk_size": fit_chunk_size(encoder, settings["task"], settings["chunk_size"])}
         self.manifest_spec = manifest_spec or {"kind": self.identity["kind"]}
@@ -392,7 +384,7 @@ class PartWriter:
             return None
         try:
             old = read_part_info(path)
-            if _binding_differs(old.identity, self.identity) or any(
+            if binding_differs(old.identity, self.identity) or any(
                     old.meta.get(k) != self.settings[k] for k in SETTINGS):
                 return None
             table = pq.read_table(path, columns=["id", "content_hash", "vector"])
@@ -548,17 +540,11 @@ def _drop_if_new(out: Path, created: bool) -> None:
 
 def _manifest_spec(spec: dict | None, identity: dict | None = None) -> dict:
     """What an index's manifest records to load the encoder again (as ``genret index`` records it): from the
-    spec the encoder was loaded with, else from a loaded encoder's identity (its backbone or model)."""
+    spec the encoder was loaded with (less its runtime options), else from a loaded encoder's identity."""
     if spec is None and identity is not None:
         spec = {"kind": identity["kind"], "backbone": identity.get("backbone") or identity.get("model")}
     spec = spec or {}
-    out = {"kind": spec.get("kind") or "gen", "backbone": spec.get("backbone"), "adapter": spec.get("adapter")}
-    for key in ("backbone", "adapter"):
-        if out[key] and Path(str(out[key])).exists():
-            out[key] = str(Path(str(out[key])).resolve())
-        elif out[key] is not None:
-            out[key] = str(out[key])
-    return out
+    return EncoderSpec(spec.get("kind") or "gen", spec.get("backbone"), spec.get("adapter")).resolved().to_dict()
 
 
 def embed_corpus(path: str | os.PathLike, out: str | os.PathLike, encoder=None, *, encoder_spec: dict | None = None,
@@ -687,7 +673,7 @@ def embed_corpus_ray(path: str | os.PathLike, out: str | os.PathLike, encoder_sp
             if "error" in answer:
                 raise GenRetError(answer["error"])
             expected = recorded.identity if recorded else None
-            if expected is not None and _binding_differs(expected, answer["identity"]):
+            if expected is not None and binding_differs(expected, answer["identity"]):
                 raise GenRetError(_other_encoder(out, expected, answer["identity"]))
             settings = {**settings, "chunk_size": answer["chunk_size"]}
             writer_args = {"out": str(out.resolve()), "settings": settings, "spec": encoder_spec,
@@ -775,20 +761,6 @@ class RecordedEncoder:
     encode_queries = encode_documents = _refuse
 
 
-@dataclass
-class LoadStats:
-    """What one ``load_embeddings`` did."""
-
-    files: int = 0
-    chunks: int = 0
-    added: int = 0
-    updated: int = 0
-    skipped: int = 0
-    deleted: int = 0
-    seconds: float = 0.0
-    sources: set[str] = field(default_factory=set)
-
-
 def read_embeddings(directory: str | os.PathLike) -> tuple[list[_Part], _Part]:
     """The part files of an embeddings folder, checked: complete (every file's parts from one run of its bytes)
     and from one encoder and one set of settings. Returns the parts (by source, then number) and the first."""
@@ -807,28 +779,29 @@ def read_embeddings(directory: str | os.PathLike) -> tuple[list[_Part], _Part]:
         parts += [p for _, p in sorted(found[source].items())]
     first = parts[0]
     for p in parts:
-        if _binding_differs(first.identity, p.identity):
-            raise GenRetError(f"{p.path} was made with the {_describe(p.identity)}, but {first.path} with the "
-                              f"{_describe(first.identity)}; one folder holds one encoder's embeddings")
+        if binding_differs(first.identity, p.identity):
+            raise GenRetError(f"{p.path} was made with the {describe_encoder(p.identity)}, but {first.path} with the "
+                              f"{describe_encoder(first.identity)}; one folder holds one encoder's embeddings")
         if any(p.meta.get(k) != first.meta.get(k) for k in SETTINGS):
             raise GenRetError(f"{p.path} was made with other settings than {first.path}")
     return parts, first
 
 
-def check_index_matches(index_manifest: dict, first: _Part, where: Path) -> None:
+def check_index_matches(manifest: Manifest, first: _Part, where: Path) -> None:
     """Refuse embeddings whose encoder or chunking differs from an existing index's (one line)."""
-    if _binding_differs(index_manifest["encoder"], first.identity):
-        raise GenRetError(f"{first.path} was made with the {_describe(first.identity)}, but index {where} holds the "
-                          f"{_describe(index_manifest['encoder'])}; load them into another index, or add --rebuild")
+    if binding_differs(manifest.encoder, first.identity):
+        raise GenRetError(f"{first.path} was made with the {describe_encoder(first.identity)}, but index {where} "
+                          f"holds the {describe_encoder(manifest.encoder)}; load them into another index, or add "
+                          "--rebuild")
     for key in ("task", "chunk_size", "overlap"):
-        if index_manifest.get(key) != first.meta.get(key):
+        if getattr(manifest, key) != first.meta.get(key):
             raise GenRetError(f"{first.path} was made with {key} {first.meta.get(key)}, but index {where} with "
-                              f"{index_manifest.get(key)}; load them into another index, or add --rebuild")
+                              f"{getattr(manifest, key)}; load them into another index, or add --rebuild")
 
 
 def load_embeddings(index, directory: str | os.PathLike, *, sync: bool = False, parallel: int = 4,
                     batch_rows: int = LOAD_BATCH, flush_every: int = LOAD_FLUSH_EVERY,
-                    progress: bool = True) -> LoadStats:
+                    progress: bool = True) -> IndexStats:
     """Bulk-load an embeddings folder into an index open for writing, without encoding anything.
 
     Every file's encoder identity must match the index's (``BINDING`` fields), and its task and chunking too;
@@ -848,7 +821,8 @@ def load_embeddings(index, directory: str | os.PathLike, *, sync: bool = False, 
     parts, first = read_embeddings(directory)
     check_index_matches(index.manifest, first, index.path)
     dim = int(first.identity["dim"])
-    stats = LoadStats(files=len(parts))
+    stats = IndexStats(files=len(parts))
+    sources: set[str] = set()
     existing = index._existing_hashes() if index.store.count() else {}
     diff = ChunkDiff(existing)
     try:
@@ -858,7 +832,7 @@ def load_embeddings(index, directory: str | os.PathLike, *, sync: bool = False, 
             def batches() -> Iterator[tuple[list[str], np.ndarray, list[dict]]]:
                 """(ids, vectors, payloads) of the chunks to add or update, ``batch_rows`` rows read at a time."""
                 for part in parts:
-                    stats.sources.add(part.meta["source"])
+                    sources.add(part.meta["source"])
                     for batch in pq.ParquetFile(part.path).iter_batches(batch_size=batch_rows, columns=list(_COLUMNS)):
                         chunks = _chunks(batch)
                         changed = {c.id for c in diff.changed(chunks)}  # also records the unchanged ones
@@ -882,8 +856,8 @@ def load_embeddings(index, directory: str | os.PathLike, *, sync: bool = False, 
                         since_flush = 0
         stats.skipped = len(diff.unchanged)
         stats.added = stats.chunks - stats.skipped - stats.updated
-        stale = diff.stale(IngestStats(sources_seen=set(stats.sources), sources_read=set(stats.sources)), sync=sync)
-        index._commit(stale, stats, corpus=first.meta.get("corpus") or index.manifest.get("corpus"),
+        stale = diff.stale(IngestStats(sources_seen=set(sources), sources_read=set(sources)), sync=sync)
+        index._commit(stale, stats, corpus=first.meta.get("corpus") or index.manifest.corpus,
                       fields={k: first.meta[k] for k in ("id_field", "title_field", "text_field")},
                       embeddings=str(directory.resolve()))
     except OSError as e:
@@ -904,8 +878,8 @@ def _chunks(batch) -> list[Chunk]:
 
 def index_from_embeddings(directory: str | os.PathLike, where: str | os.PathLike,
                           backend: str = "qdrant", *, url: str | None = None, faiss_index: str = "Flat",
-                          store_options: dict | None = None, rebuild: bool = False, sync: bool = False,
-                          parallel: int = 4, progress: bool = True) -> tuple[LoadStats, int]:
+                          store_options: StoreOptions | dict | None = None, rebuild: bool = False,
+                          sync: bool = False, parallel: int = 4, progress: bool = True) -> tuple[IndexStats, int]:
     """Create (or open) the index at ``where`` and bulk-load an embeddings folder into it, loading no model.
 
     A new index takes its encoder identity and spec, task, chunking and record fields from the files; an

@@ -3,38 +3,39 @@
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable, Literal
 
-from . import __version__
 from .corpus import Chunk, ChunkDiff, Document, chunk_document, diff_chunks, scan
 from .encoder.base import Encoder
+from .encoder.spec import EncoderSpec
 from .errors import GenRetError
-from .fileio import write_json_atomic
 from .hit import Hit
+from .manifest import (
+    FIELDS,
+    MANIFEST,
+    IndexSettings,
+    Manifest,
+    binding_differs,
+    describe_encoder,
+    read_manifest,
+    timestamp,
+)
 from .progress import progress_bar
-from .stores.base import ID_KEY, check_k
+from .stores.base import ID_KEY, StoreOptions, check_k
 
-MANIFEST = "manifest.json"
 LOCK = "index.lock"
 STORE = "store"
 INDEX_HOME = Path("indexes")
 DEFAULT_NAME = "default"
 CHUNK_SIZE = 256
 OVERLAP = 32
-# Identity fields that must match between the encoder that built an index and the one searching it.
-BINDING = ("kind", "model", "backbone", "backbone_weights", "adapter", "dim", "num_compression", "num_thought")
 # Payload fields the index itself writes; metadata keys with these names (or the stores' "_id") are dropped.
 RESERVED = ("text", "title", "source", "doc_id", "chunk_no", "char_start", "char_end", "content_hash")
-# Keys every manifest has.
-REQUIRED = ("backend", "url", "collection", "faiss_index", "encoder", "encoder_spec", "task", "chunk_size", "overlap")
-# Record-file fields and their defaults (kept in the manifest, so a re-run reads the corpus the same way).
-FIELDS = {"id_field": "id", "title_field": "title", "text_field": "text"}
 
 
 def index_dir(name: str | None = None, directory: str | Path | None = None) -> Path:
@@ -60,40 +61,6 @@ class IndexStats:
     seconds: float = 0.0
     encode_seconds: float = 0.0
     notes: str = ""
-
-
-def _describe(identity: dict[str, Any]) -> str:
-    if identity.get("kind") == "gen":
-        return (f"gen encoder on {identity.get('backbone')} with adapter {str(identity.get('adapter'))[:12]}"
-                f"{'' if identity.get('trained', True) else ' (untrained)'}")
-    return f"{identity.get('kind')} encoder {identity.get('model') or identity.get('backbone')}"
-
-
-def read_manifest(path: str | Path) -> dict:
-    """The manifest of the index in ``path``, checked; GenRetError if it is missing, damaged or incomplete."""
-    path = Path(path)
-    file = path / MANIFEST
-    try:
-        text = file.read_text()
-    except FileNotFoundError:
-        raise GenRetError(f"no index at {path.absolute()} (build one with `genret index PATH`)") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise GenRetError(f"cannot read {file}: {getattr(e, 'strerror', None) or e}") from None
-    fix = f"; rebuild the index with `genret index CORPUS --index-dir {path} --rebuild`"
-    try:
-        manifest = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise GenRetError(f"corrupt manifest {file} ({'empty file' if not text.strip() else e}){fix}") from None
-    if not isinstance(manifest, dict):
-        raise GenRetError(f"corrupt manifest {file} (not a JSON object){fix}")
-    missing = [k for k in REQUIRED if k not in manifest]
-    if not missing and not (isinstance(manifest["encoder"], dict) and "dim" in manifest["encoder"]):
-        missing.append("encoder.dim")
-    if not missing and not (isinstance(manifest["encoder_spec"], dict) and "kind" in manifest["encoder_spec"]):
-        missing.append("encoder_spec.kind")
-    if missing:
-        raise GenRetError(f"incomplete manifest {file} (no {', '.join(missing)}){fix}")
-    return manifest
 
 
 class _Lock:
@@ -216,10 +183,10 @@ def _check_store_folder(folder: Path) -> None:
         raise GenRetError(f"{folder} exists and is not a genretrieval store; choose another index folder")
 
 
-def _stamp(path: Path, manifest: dict) -> tuple | None:
+def _stamp(path: Path, manifest: Manifest) -> tuple | None:
     """What the files of a local FAISS index look like now (name, inode, size, mtime of the manifest and of each
     store file), so that a reader can tell that a writer changed them; None for other backends."""
-    if manifest["backend"] != "faiss" or manifest["url"]:
+    if manifest.backend != "faiss" or manifest.url:
         return None
     entries = [path / MANIFEST]
     try:
@@ -251,7 +218,7 @@ class Index:
     An index open for writing holds the folder's lock until ``close``; reading never changes the index.
     """
 
-    def __init__(self, path: Path, manifest: dict, encoder: Encoder | None, store, *, writable: bool = False,
+    def __init__(self, path: Path, manifest: Manifest, encoder: Encoder | None, store, *, writable: bool = False,
                  lock: _Lock | None = None):
         self.path, self.manifest, self.encoder, self.store = path, manifest, encoder, store
         self.writable = writable
@@ -294,25 +261,24 @@ class Index:
                 cls._remove_entries(path, url)
             if (path / MANIFEST).exists():
                 manifest = read_manifest(path)
-                if manifest["backend"] != backend:
-                    raise GenRetError(f"index {path} uses backend {manifest['backend']}, not {backend}")
+                if manifest.backend != backend:
+                    raise GenRetError(f"index {path} uses backend {manifest.backend}, not {backend}")
                 return cls._attach(path, manifest, encoder, lock=lock, url=url, writable=True)
             if not url:
                 _check_store_folder(path / STORE)
                 if not (path / STORE).exists():
                     made.append(path / STORE)
             identity = encoder.identity()
-            manifest = {
-                "format_version": 1, "genretrieval": __version__, "backend": backend, "url": url,
-                "collection": collection or f"genret-{path.absolute().name}", "faiss_index": faiss_index,
-                "encoder": identity, "encoder_spec": encoder_spec or {"kind": identity["kind"]},
-                "task": task, "normalized": True, "chunk_size": chunk_size, "overlap": overlap,
-                "fields": {**FIELDS, **(fields or {})}, "store_options": store_options or {},
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "corpus": None,
-            }
-            store = cls._open_store(path, manifest, create=True, url=url, **manifest["store_options"])
+            manifest = Manifest(
+                backend=backend, url=url, collection=collection or f"genret-{path.absolute().name}",
+                faiss_index=faiss_index, encoder=identity,
+                encoder_spec=EncoderSpec.from_dict(encoder_spec or {"kind": identity["kind"]}),
+                task=task, chunk_size=chunk_size, overlap=overlap, fields={**FIELDS, **(fields or {})},
+                store_options=store_options if isinstance(store_options, StoreOptions) else
+                StoreOptions.from_dict(store_options))
+            store = cls._open_store(path, manifest, create=True, url=url, **manifest.store_options.to_dict())
             made.append(path / MANIFEST)
-            write_json_atomic(path / MANIFEST, manifest, indent=2)
+            manifest.write(path)
         except BaseException as e:
             if store is not None:
                 _close_quietly(store)
@@ -344,7 +310,7 @@ class Index:
         lock = None
         if writable:
             lock = _Lock(path, "write")
-        elif manifest["backend"] == "qdrant" and not manifest["url"]:
+        elif manifest.backend == "qdrant" and not manifest.url:
             store = path / STORE
             if not os.access(path, os.W_OK) or (store.exists() and not os.access(store, os.W_OK)):
                 from .stores.qdrant_edge import read_only_message
@@ -360,16 +326,13 @@ class Index:
             raise
 
     @classmethod
-    def _attach(cls, path: Path, manifest: dict, encoder: Encoder | None, *, lock: _Lock | None,
+    def _attach(cls, path: Path, manifest: Manifest, encoder: Encoder | None, *, lock: _Lock | None,
                 url: str | None, writable: bool, with_encoder: bool = True, **encoder_overrides) -> "Index":
         """The Index over an existing manifest: load or check the encoder, then open the store."""
         if with_encoder:
             if encoder is None:
-                from .encoder import load_encoder
-
-                spec = {**manifest["encoder_spec"], **{k: v for k, v in encoder_overrides.items() if v is not None}}
-                encoder = load_encoder(**spec)
-            cls._check_encoder(path, manifest["encoder"], encoder.identity())
+                encoder = manifest.encoder_spec.load(**encoder_overrides)
+            cls._check_encoder(path, manifest.encoder, encoder.identity())
         stamp = None if writable else _stamp(path, manifest)  # taken first: a change while opening is seen later
         store = cls._open_store(path, manifest, create=False, read_only=not writable, url=url)
         index = cls(path, manifest, encoder, store, writable=writable, lock=lock)
@@ -378,22 +341,22 @@ class Index:
 
     @staticmethod
     def _check_encoder(path: Path, built: dict, now: dict) -> None:
-        if any(built.get(k) != now.get(k) for k in BINDING):
-            raise GenRetError(f"index {path} was built with the {_describe(built)}, but this is the "
-                              f"{_describe(now)}; use the same --encoder/--backbone/--adapter, or rebuild the index "
-                              f"with `genret index CORPUS --index-dir {path} --rebuild`")
+        if binding_differs(built, now):
+            raise GenRetError(f"index {path} was built with the {describe_encoder(built)}, but this is the "
+                              f"{describe_encoder(now)}; use the same --encoder/--backbone/--adapter, or rebuild the "
+                              f"index with `genret index CORPUS --index-dir {path} --rebuild`")
 
     @staticmethod
-    def _open_store(path: Path, manifest: dict, *, create: bool, read_only: bool = False, url: str | None = None,
+    def _open_store(path: Path, manifest: Manifest, *, create: bool, read_only: bool = False, url: str | None = None,
                     **options):
         """The index's store. A server index connects to ``url`` (named by the caller, so it gets the API
         key) or else to the manifest's URL (without the key); a local index ignores ``url``."""
         from .stores import open_store
 
-        server = (url or manifest["url"]) if manifest["url"] else None
+        server = (url or manifest.url) if manifest.url else None
         try:
-            return open_store(manifest["backend"], path / STORE, manifest["encoder"]["dim"], url=server,
-                              collection=manifest["collection"], faiss_index=manifest["faiss_index"],
+            return open_store(manifest.backend, path / STORE, manifest.encoder["dim"], url=server,
+                              collection=manifest.collection, faiss_index=manifest.faiss_index,
                               create=create, read_only=read_only, url_from_user=url is not None, **options)
         except OSError as e:
             raise GenRetError(f"cannot open the store of index {path}: {e.strerror or e}") from None
@@ -408,7 +371,7 @@ class Index:
             manifest = read_manifest(path)
         except GenRetError:
             manifest = None  # a damaged manifest: remove the local entries
-        if manifest is not None and manifest["url"]:
+        if manifest is not None and manifest.url:
             if not url:
                 raise GenRetError(f"index {path} is on a Qdrant server: name it with --url (or GENRET_URL) "
                                   "to rebuild it")
@@ -434,10 +397,10 @@ class Index:
         if stamp == self._stamp:
             return False
         manifest = read_manifest(self.path)
-        if manifest["backend"] != "faiss" or manifest["url"]:
+        if manifest.backend != "faiss" or manifest.url:
             raise GenRetError(f"index {self.path} was rebuilt with another backend; open it again")
         if self.encoder is not None:
-            self._check_encoder(self.path, manifest["encoder"], self.encoder.identity())
+            self._check_encoder(self.path, manifest.encoder, self.encoder.identity())
         store = self._open_store(self.path, manifest, create=False, read_only=True)
         old, self.store, self.manifest, self._stamp = self.store, store, manifest, stamp
         _close_quietly(old)
@@ -498,12 +461,12 @@ class Index:
         manifest's are the defaults, and the ones used are recorded there.
         """
         self._check_writable()
-        fields = {**FIELDS, **self.manifest.get("fields", {}), **fields}
+        fields = {**FIELDS, **self.manifest.fields, **fields}
         t0 = time.perf_counter()
         stats = IndexStats()
         try:
             tokenizer = self.encoder.tokenizer
-            chunks, ingest = scan(corpus, tokenizer, self.manifest["chunk_size"], self.manifest["overlap"],
+            chunks, ingest = scan(corpus, tokenizer, self.manifest.chunk_size, self.manifest.overlap,
                                   **fields)
             existing = self._existing_hashes()
             todo, unchanged, stale = diff_chunks(existing, chunks, ingest, sync=sync)
@@ -512,7 +475,7 @@ class Index:
             stats.added = len(todo) - stats.updated
             stats.notes = ingest.skipped_summary()
             self._embed(todo, stats, batch_size, flush_every, progress)
-            self._commit(stale, stats, corpus=str(Path(corpus).resolve()), fields=fields)
+            self._commit(stale, stats, corpus=str(Path(corpus).resolve()), fields={k: fields[k] for k in FIELDS})
         except OSError as e:
             raise GenRetError(f"cannot write the index {self.path}: {e.strerror or e}") from None
         stats.seconds = time.perf_counter() - t0
@@ -529,7 +492,7 @@ class Index:
             for s in range(0, len(todo), flush_every):
                 part = todo[s:s + flush_every]
                 te = time.perf_counter()
-                vectors = self.encoder.encode_documents([self._doc_text(c) for c in part], task=self.manifest["task"],
+                vectors = self.encoder.encode_documents([self._doc_text(c) for c in part], task=self.manifest.task,
                                                         batch_size=batch_size)
                 stats.encode_seconds += time.perf_counter() - te
                 advance(len(part))
@@ -543,8 +506,8 @@ class Index:
             stats.deleted = self.store.delete(ids=stale)
         self.store.flush()
         self.store.optimize()
-        self.manifest.update(manifest, updated=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-        write_json_atomic(self.path / MANIFEST, self.manifest, indent=2)
+        self.manifest = replace(self.manifest, **manifest, updated=timestamp())
+        self.manifest.write(self.path)
 
     def add_documents(self, documents: Iterable[Document], *, batch_size: int = 16, flush_every: int = 256,
                       progress: bool = False) -> IndexStats:
@@ -563,8 +526,8 @@ class Index:
         t0 = time.perf_counter()
         stats = IndexStats(files=len(docs))
         try:
-            chunks = [c for d in docs for c in chunk_document(d, self.encoder.tokenizer, self.manifest["chunk_size"],
-                                                              self.manifest["overlap"])]
+            chunks = [c for d in docs for c in chunk_document(d, self.encoder.tokenizer, self.manifest.chunk_size,
+                                                              self.manifest.overlap)]
             existing: dict[str, str | None] = {}
             if doc_ids and self.store.count():
                 for s in range(0, len(doc_ids), 500):
@@ -607,7 +570,7 @@ class Index:
         given as stored (relative to the corpus root) or as a path from the current folder."""
         check_k(k)
         queries = [queries] if isinstance(queries, str) else list(queries)
-        vectors = self.encoder.encode_queries(queries, task=task or self.manifest["task"], batch_size=batch_size)
+        vectors = self.encoder.encode_queries(queries, task=task or self.manifest.task, batch_size=batch_size)
         results = self.store.search(vectors, k, where=self._with_sources(where))
         return [[self._hit(h) for h in hits] for hits in results]
 
@@ -628,7 +591,7 @@ class Index:
     def stored_source(self, path: str) -> str | None:
         """How the file at ``path`` (from the current folder) is named in the index: relative to the corpus
         root the manifest records; None if it is not under that root."""
-        root = self.manifest.get("corpus")
+        root = self.manifest.corpus
         if not root:
             return None
         root, target = Path(root), Path(path).resolve()
@@ -648,5 +611,75 @@ class Index:
 
     def info(self) -> dict[str, Any]:
         """The manifest plus live counts."""
-        return {"path": str(self.path), **self.manifest, "chunks": self.count(),
+        return {"path": str(self.path), **self.manifest.to_dict(), "chunks": self.count(),
                 "store": type(self.store).__name__}
+
+
+def check_writable(where: Path) -> None:
+    """A one-line error, before any model loads, when the index folder (or the folder it would go in) is not
+    writable."""
+    if where.exists() and not where.is_dir():
+        raise GenRetError(f"{where} is a file, not an index folder")
+    folder = where.absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise GenRetError(f"cannot write to {folder}: permission denied (the index folder must be writable)")
+
+
+def build_index(where: str | Path, settings: IndexSettings, *, corpus: str | Path | None = None,
+                embeddings: str | Path | None = None, given: set[str] | frozenset[str] = frozenset(),
+                rebuild: bool = False, named_url: str | None = None, sync: bool = False, batch_size: int = 16,
+                follow_symlinks: bool = False, parallel: int = 4, progress: bool = True,
+                **runtime: Any) -> tuple[IndexStats, int]:
+    """What `genret index` does: embed ``corpus`` (or bulk-load the ``embeddings`` folder of `genret embed`)
+    into the index at ``where``, creating it if needed. Returns the run's stats and the chunks in the index.
+
+    An existing index keeps the settings it was built with: ``settings`` named in ``given`` must match them
+    unless ``rebuild`` (see ``IndexSettings.settle``). Every check runs before a model loads. A chunk size above
+    what the encoder reads is refused when given, else lowered to it for a new index. ``runtime`` (device,
+    dtype, num_threads, trust_remote_code) goes to the encoder. A failed first run removes what it made, and
+    only that; an interrupted one keeps its flushed work for the next run.
+    """
+    where = Path(where)
+    if busy := lock_holder(where):
+        raise GenRetError(busy)
+    manifest = None
+    if (where / MANIFEST).exists():
+        try:
+            manifest = read_manifest(where)
+        except GenRetError:
+            if not rebuild:
+                raise
+    settings = settings.settle(manifest, set(given), where, rebuild=rebuild, named_url=named_url)
+    check_writable(where)
+    if embeddings is not None:
+        from .embed import index_from_embeddings
+
+        return index_from_embeddings(embeddings, where, settings.backend, url=named_url,
+                                     faiss_index=settings.faiss_index, store_options=settings.store_options,
+                                     rebuild=rebuild, sync=sync, parallel=parallel, progress=progress)
+    if corpus is None:
+        raise GenRetError("give the corpus PATH to index (or --from-embeddings DIR)")
+    encoder = settings.spec.load(**runtime)
+    budget = (encoder.text_budget(encoder.task(settings.task).document) if hasattr(encoder, "text_budget")
+              else encoder.max_text_tokens)
+    if settings.chunk_size > budget:
+        if "chunk_size" in given:
+            raise GenRetError(f"--chunk-size {settings.chunk_size} is more than this encoder reads ({budget} tokens "
+                              f"after its instruction); use at most {budget}")
+        if manifest is None or rebuild:
+            settings.chunk_size = budget
+    idx = Index.create(where, encoder, settings.backend, url=named_url, faiss_index=settings.faiss_index,
+                       task=settings.task, chunk_size=settings.chunk_size, overlap=settings.overlap,
+                       fields=settings.fields, encoder_spec=settings.spec, store_options=settings.store_options,
+                       rebuild=rebuild)
+    try:
+        stats = idx.add(corpus, sync=sync, batch_size=batch_size, follow_symlinks=follow_symlinks,
+                        progress=progress, **settings.fields)
+        return stats, idx.count()
+    except GenRetError:
+        idx.discard()  # a failed first run removes what it made, and only that
+        raise
+    finally:
+        idx.close()

@@ -52,6 +52,40 @@ def tiny_backbone_wide(tmp_path_factory) -> str:
     return str(build_tiny_backbone(tmp_path_factory.mktemp("tiny-backbone-48"), hidden=48))
 
 
+@pytest.fixture()
+def fake_backbone():
+    """``--backbone fake`` (with the default ``--encoder gen`` and no adapter) loads ``fakes.FakeEncoder`` for the
+    rest of the test: the CLI, ``Index.open`` (rebuilding the encoder from a manifest) and ``genret embed`` call
+    ``genretrieval.encoder.load_encoder``, which is wrapped. Any other backbone loads as usual. Returns the name.
+
+    Uses its own MonkeyPatch, so a test's ``monkeypatch.undo()`` leaves the fake registered; and the wrapper
+    stops answering for the fake when the test ends, so one restored late by another patch loads as usual."""
+    from fakes import FAKE_BACKBONE, FakeEncoder
+
+    import genretrieval.encoder
+
+    real = genretrieval.encoder.load_encoder
+    active = True
+
+    def load_encoder(kind="gen", backbone=None, adapter=None, max_length=512, **options):
+        if active and backbone == FAKE_BACKBONE and kind == "gen" and adapter is None:
+            return FakeEncoder(max_length=max_length)
+        return real(kind, backbone=backbone, adapter=adapter, max_length=max_length, **options)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(genretrieval.encoder, "load_encoder", load_encoder)
+        yield FAKE_BACKBONE
+        active = False
+
+
+@pytest.fixture()
+def fake_enc():
+    """A ``fakes.FakeEncoder`` to build an index directly; pair it with ``fake_backbone`` to reopen the index."""
+    from fakes import FakeEncoder
+
+    return FakeEncoder()
+
+
 @pytest.fixture(scope="module")
 def enc(tiny_backbone):
     """The generative encoder on the tiny backbone (fp32, 64 tokens)."""

@@ -196,7 +196,7 @@ def test_bulk_load_gives_the_hits_of_a_direct_index(tmp_path, enc, corpus, backe
     assert stats.added == total == stats.chunks and stats.files == 4
     with Index.open(tmp_path / "bulk", enc) as idx:
         assert _search(idx) == expected
-        assert idx.manifest["chunk_size"] == 16 and idx.manifest["corpus"] == str(corpus.resolve())
+        assert idx.manifest.chunk_size == 16 and idx.manifest.corpus == str(corpus.resolve())
         (fr,) = idx.search("river", k=5, where={"lang": "fr"})
         assert fr and all(h.source == "sub/c.jsonl" and h.metadata == {"lang": "fr"} for h in fr)
     # Loading again changes nothing; a file that changed updates only its chunks.

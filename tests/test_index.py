@@ -187,7 +187,7 @@ def test_cli_bad_input_is_one_line(args, message):
     assert "Traceback" not in res.output
 
 
-def test_cli_empty_and_binary_corpora(tmp_path, tiny_backbone):
+def test_cli_empty_and_binary_corpora(tmp_path, fake_backbone):
     empty = tmp_path / "empty"
     empty.mkdir()
     binary = tmp_path / "binary"
@@ -196,14 +196,14 @@ def test_cli_empty_and_binary_corpora(tmp_path, tiny_backbone):
     for corpus in (empty, binary):
         where = tmp_path / f"idx-{corpus.name}"
         res = runner.invoke(app, ["index", str(corpus), "--backend", "faiss", "--index-dir", str(where),
-                                  "--backbone", tiny_backbone, "--dtype", "fp32"])
+                                  "--backbone", fake_backbone, "--dtype", "fp32"])
         assert res.exit_code == 1 and res.stderr.splitlines()[-1].startswith("error: no readable documents")
         assert not where.exists()  # nothing half-written
 
 
-def test_cli_unreachable_qdrant(tmp_path, tiny_backbone, corpus):
+def test_cli_unreachable_qdrant(tmp_path, fake_backbone, corpus):
     res = runner.invoke(app, ["index", str(corpus), "--backend", "qdrant", "--url", "http://127.0.0.1:1",
-                              "--index-dir", str(tmp_path / "remote"), "--backbone", tiny_backbone])
+                              "--index-dir", str(tmp_path / "remote"), "--backbone", fake_backbone])
     assert res.exit_code == 1 and "cannot reach Qdrant" in res.stderr
     assert not (tmp_path / "remote").exists()
 
@@ -216,4 +216,35 @@ def test_qdrant_server_code_path_with_shard_settings(tmp_path, enc, corpus):
         assert idx.count() == stats.added > 0
         (hits,) = idx.search("river", k=2, where={"lang": "fr"})
         assert hits and hits[0].metadata["lang"] == "fr"
-        assert idx.manifest["store_options"] == {"shard_number": 2, "replication_factor": 1}
+        assert idx.manifest.store_options.to_dict() == {"shard_number": 2, "replication_factor": 1}
+
+
+def test_manifest_round_trip_and_settings(tmp_path):
+    """The manifest's typed form reads back what it writes, and `genret index` settles settings against it."""
+    from genretrieval.encoder.spec import EncoderSpec
+    from genretrieval.errors import GenRetError
+    from genretrieval.manifest import IndexSettings, Manifest
+    from genretrieval.stores.base import StoreOptions
+
+    manifest = Manifest(backend="qdrant", collection="c", encoder={"kind": "teacher", "dim": 384},
+                        encoder_spec=EncoderSpec("teacher"), url="http://q:6333", chunk_size=64,
+                        store_options=StoreOptions(shard_number=2))
+    manifest.write(tmp_path)
+    again = Manifest.read(tmp_path)
+    assert again == manifest and again.store_options.to_dict() == {"shard_number": 2}
+    assert json.loads((tmp_path / MANIFEST).read_text())["format_version"] == 1
+
+    built = IndexSettings.of(manifest)
+    assert (built.backend, built.chunk_size, built.shards, built.encoder) == ("qdrant", 64, 2, "teacher")
+    mine = IndexSettings(chunk_size=32, overlap=8)
+    # Options not given take the index's values; a given one that differs is refused, unless rebuilding.
+    assert mine.settle(manifest, set(), tmp_path, named_url="http://q:6333").chunk_size == 64
+    with pytest.raises(GenRetError, match="built with --chunk-size 64; leave out --chunk-size"):
+        mine.settle(manifest, {"chunk_size"}, tmp_path)
+    assert mine.settle(manifest, {"chunk_size"}, tmp_path, rebuild=True, named_url="http://q:6333").chunk_size == 32
+    with pytest.raises(GenRetError, match="name it with --url"):  # a server index is rebuilt only when named
+        mine.settle(manifest, {"chunk_size"}, tmp_path, rebuild=True)
+    with pytest.raises(GenRetError, match="--shards and --replicas apply to a Qdrant server"):
+        IndexSettings(shards=2).settle(None, {"shards"}, tmp_path)
+    with pytest.raises(GenRetError, match="unknown encoder setting 'device'"):
+        EncoderSpec.from_dict({"kind": "gen", "device": "cpu"})

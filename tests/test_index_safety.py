@@ -28,10 +28,11 @@ runner = CliRunner()
 BACKENDS = ["faiss", "qdrant"]
 
 
-def build(where: Path, enc, corpus: Path, backend: str, tiny_backbone: str) -> int:
-    """An index of ``corpus`` in ``where`` whose manifest reloads the tiny encoder; returns its chunk count."""
+def build(where: Path, enc, corpus: Path, backend: str, backbone: str) -> int:
+    """An index of ``corpus`` in ``where`` whose manifest reloads ``enc`` as ``--backbone backbone`` (the tiny
+    backbone, or ``fake`` for the fake encoder); returns its chunk count."""
     with Index.create(where, enc, backend, chunk_size=16, overlap=4,
-                      encoder_spec={"kind": "gen", "backbone": tiny_backbone}) as idx:
+                      encoder_spec={"kind": "gen", "backbone": backbone}) as idx:
         idx.add(corpus, progress=False)
         return idx.count()
 
@@ -68,7 +69,7 @@ def genret(*args: str, env: dict | None = None, preexec_fn=None) -> subprocess.C
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_bad_jsonl_into_an_existing_folder_keeps_the_folder(tmp_path, tiny_backbone, backend):
+def test_bad_jsonl_into_an_existing_folder_keeps_the_folder(tmp_path, fake_backbone, backend):
     bad = tmp_path / "badjsonl"
     bad.mkdir()
     (bad / "x.jsonl").write_text('{"id": 1, "text": "fine"}\n{not json\n')
@@ -79,7 +80,7 @@ def test_bad_jsonl_into_an_existing_folder_keeps_the_folder(tmp_path, tiny_backb
     (victim / "sub" / "data.bin").write_bytes(b"\x00\x01")
     before = snapshot(victim)
     res = runner.invoke(app, ["index", str(bad), "--index-dir", str(victim), "--backend", backend,
-                              "--backbone", tiny_backbone, "--dtype", "fp32"])
+                              "--backbone", fake_backbone, "--dtype", "fp32"])
     one_line_error(res, "x.jsonl")
     assert snapshot(victim) == before  # the user's files stay; no manifest, store or lock file is left
 
@@ -94,27 +95,27 @@ def test_mistyped_adapter_touches_nothing(tmp_path, tiny_backbone, corpus):
     assert snapshot(victim) == {"notes.txt": hashlib.sha256(b"mine").hexdigest()}
 
 
-def test_corpus_folder_as_index_folder_keeps_the_corpus(tmp_path, tiny_backbone, corpus):
+def test_corpus_folder_as_index_folder_keeps_the_corpus(tmp_path, fake_backbone, corpus):
     (corpus / "broken.jsonl").write_text("{oops\n")
     before = snapshot(corpus)
     res = runner.invoke(app, ["index", str(corpus), "--index-dir", str(corpus), "--backend", "faiss",
-                              "--backbone", tiny_backbone, "--dtype", "fp32"])
+                              "--backbone", fake_backbone, "--dtype", "fp32"])
     one_line_error(res, "broken.jsonl")
     assert snapshot(corpus) == before
 
 
-def test_failed_first_run_removes_the_folders_it_made(tmp_path, tiny_backbone):
+def test_failed_first_run_removes_the_folders_it_made(tmp_path, fake_backbone):
     bad = tmp_path / "bad.jsonl"
     bad.write_text("{oops\n")
     res = runner.invoke(app, ["index", str(bad), "--index-dir", str(tmp_path / "new" / "deeper" / "idx"),
-                              "--backend", "faiss", "--backbone", tiny_backbone, "--dtype", "fp32"])
+                              "--backend", "faiss", "--backbone", fake_backbone, "--dtype", "fp32"])
     one_line_error(res, "bad.jsonl")
     assert not (tmp_path / "new").exists()
 
 
-def test_failed_rerun_keeps_the_existing_index(tmp_path, enc, tiny_backbone, corpus):
+def test_failed_rerun_keeps_the_existing_index(tmp_path, fake_enc, fake_backbone, corpus):
     where = tmp_path / "idx"
-    n = build(where, enc, corpus, "faiss", tiny_backbone)
+    n = build(where, fake_enc, corpus, "faiss", fake_backbone)
     (corpus / "broken.jsonl").write_text("{oops\n")
     res = runner.invoke(app, ["index", str(corpus), "--index-dir", str(where)])
     one_line_error(res, "broken.jsonl")
@@ -414,12 +415,22 @@ def test_insecure_key_is_refused_before_connecting(tmp_path, monkeypatch):
 # ------------------------------------------------------------------------- one line instead of a traceback
 
 
+# A complete manifest of a teacher-encoder FAISS index, for damaging one part at a time.
+_GOOD = ('{"backend": "faiss", "url": null, "collection": "c", "faiss_index": "Flat", "encoder": {"kind": "teacher", '
+         '"dim": 384}, "task": "retrieval", "chunk_size": 256, "overlap": 32, "encoder_spec": {"kind": "teacher"}}')
+
+
 @pytest.mark.parametrize("content, message", [
     ("", "empty file"),
     ("{}", "incomplete manifest"),
     ('{"backend": "faiss", "url": null, "collection": "c", "faiss_index": "Flat", "encoder": {"dim": 384}, '
      '"task": "retrieval", "chunk_size": 256, "overlap": 32}', "no encoder_spec"),
     ("[1, 2]", "not a JSON object"),
+    (_GOOD.replace('"kind": "teacher"}', '"kind": "teacher", "junk": 1}'), "unknown encoder setting 'junk'"),
+    (_GOOD.replace('"kind": "teacher"}', '"kind": "teacher"}, "store_options": {"shards": 2}'),
+     "unknown store option 'shards'"),
+    (_GOOD.replace('"backend": "faiss"', '"backend": "faiss", "format_version": 2'), "format version 2, newer"),
+    (_GOOD.replace('"backend": "faiss"', '"backend": "milvus"'), "unknown backend 'milvus'"),
 ])
 def test_damaged_manifest_is_one_line(tmp_path, content, message):
     (tmp_path / "idx").mkdir()
@@ -431,9 +442,9 @@ def test_damaged_manifest_is_one_line(tmp_path, content, message):
 
 
 @pytest.mark.parametrize("backend, damaged", [("qdrant", "store.json"), ("faiss", "docstore.sqlite")])
-def test_damaged_store_is_one_line(tmp_path, enc, tiny_backbone, corpus, backend, damaged):
+def test_damaged_store_is_one_line(tmp_path, fake_enc, fake_backbone, corpus, backend, damaged):
     where = tmp_path / "idx"
-    build(where, enc, corpus, backend, tiny_backbone)
+    build(where, fake_enc, corpus, backend, fake_backbone)
     (where / STORE / damaged).write_text("{not json" if damaged.endswith(".json") else "garbage" * 100)
     before = snapshot(where)
     one_line_error(runner.invoke(app, ["info", "--index-dir", str(where)]), "corrupt")
@@ -454,10 +465,10 @@ def test_bad_url_is_one_line_before_loading_a_model(tmp_path, corpus, url, monke
 # ------------------------------------------------------------------------- an index remembers how it was built
 
 
-def test_manifest_options_are_defaults_and_conflicts_refused_early(tmp_path, tiny_backbone, corpus, monkeypatch):
+def test_manifest_options_are_defaults_and_conflicts_refused_early(tmp_path, fake_backbone, corpus, monkeypatch):
     where = str(tmp_path / "idx")
     res = runner.invoke(app, ["index", str(corpus), "--index-dir", where, "--backend", "faiss", "--backbone",
-                              tiny_backbone, "--dtype", "fp32", "--chunk-size", "16", "--overlap", "4"])
+                              fake_backbone, "--dtype", "fp32", "--chunk-size", "16", "--overlap", "4"])
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["index", str(corpus), "--index-dir", where, "--dtype", "fp32"])  # no options needed
     assert res.exit_code == 0 and "0 added" in res.stderr, res.output
@@ -476,13 +487,13 @@ def test_manifest_options_are_defaults_and_conflicts_refused_early(tmp_path, tin
         one_line_error(res, message, "--rebuild")
     assert snapshot(tmp_path / "idx") == before
     monkeypatch.undo()
-    res = runner.invoke(app, ["index", str(corpus), "--index-dir", where, "--backbone", tiny_backbone])  # the same
+    res = runner.invoke(app, ["index", str(corpus), "--index-dir", where, "--backbone", fake_backbone])  # the same
     assert res.exit_code == 0, res.output
 
 
-def test_rebuild_removes_only_the_index_entries(tmp_path, tiny_backbone, corpus):
+def test_rebuild_removes_only_the_index_entries(tmp_path, fake_backbone, corpus):
     where = tmp_path / "idx"
-    base = ["index", str(corpus), "--index-dir", str(where), "--backbone", tiny_backbone, "--dtype", "fp32"]
+    base = ["index", str(corpus), "--index-dir", str(where), "--backbone", fake_backbone, "--dtype", "fp32"]
     assert runner.invoke(app, [*base, "--backend", "faiss", "--chunk-size", "16", "--overlap", "4"]).exit_code == 0
     (where / "notes.txt").write_text("mine")
     res = runner.invoke(app, [*base, "--rebuild", "--chunk-size", "64"])
@@ -492,10 +503,10 @@ def test_rebuild_removes_only_the_index_entries(tmp_path, tiny_backbone, corpus)
     assert (where / "notes.txt").read_text() == "mine"
 
 
-def test_source_filter_as_typed_and_why_nothing_matched(tmp_path, tiny_backbone, corpus, monkeypatch):
+def test_source_filter_as_typed_and_why_nothing_matched(tmp_path, fake_backbone, corpus, monkeypatch):
     where = tmp_path / "idx"
     res = runner.invoke(app, ["index", str(corpus), "--index-dir", str(where), "--backend", "faiss",
-                              "--backbone", tiny_backbone, "--dtype", "fp32", "--chunk-size", "16", "--overlap", "4"])
+                              "--backbone", fake_backbone, "--dtype", "fp32", "--chunk-size", "16", "--overlap", "4"])
     assert res.exit_code == 0, res.output
     monkeypatch.chdir(tmp_path)
     res = runner.invoke(app, ["search", "--index-dir", "idx", "river", "--filter", "source=corpus/sub/c.jsonl"])

@@ -164,7 +164,7 @@ def test_embedding_matches_the_encoder(enc, tiny_backbone, tmp_path):
     np.testing.assert_allclose(sim.get_query_embedding(text), sim.get_text_embedding(text), atol=1e-6)
     # model_name is the identity the index manifest records; a kind string loads the same encoder.
     with Index.create(tmp_path / "idx", enc, "faiss") as idx:
-        assert json.loads(emb.model_name) == idx.manifest["encoder"]
+        assert json.loads(emb.model_name) == idx.manifest.encoder
         assert GenRetrievalEmbedding.from_index(idx).model_name == emb.model_name
     loaded = GenRetrievalEmbedding("gen", backbone=tiny_backbone, dtype="fp32", max_length=64)
     assert loaded.model_name == emb.model_name

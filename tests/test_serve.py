@@ -113,7 +113,7 @@ def test_health_and_info(api, reader_api, writer):
     assert reader_api.get("/health").json()["writes"] is False
     info = api.get("/info").json()
     assert info["chunks"] == writer.count() > 0 and info["backend"] == "faiss"
-    assert info["encoder"] == writer.manifest["encoder"] and info["store"] == "FaissStore"
+    assert info["encoder"] == writer.manifest.encoder and info["store"] == "FaissStore"
     assert info["server"] == {"writes": True, "limits": {"max_k": 20, "max_batch": 4, "max_documents": 8,
                                                          "max_body": 20_000}}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,8 +16,27 @@ from ..corpus import iter_jsonl
 from ..errors import GenRetError
 from ..instructions import BRIGHT_SUBSETS
 
-DEFAULT_DATA_DIR = Path("../shared/data")
-"""The project's offline data (relative to the project root); holds advbench-ir/, wiki-passages/, nq-wiki/, bright/."""
+DATA_ENV = "GENRET_DATA"
+"""Environment variable naming the offline data root (advbench-ir/, wiki-passages/, nq-wiki/, bright/...)."""
+
+
+def data_root(path: str | Path | None = None) -> Path:
+    """``path``, else ``$GENRET_DATA``; a one-line GenRetError when neither names a folder."""
+    path = path if path is not None else os.environ.get(DATA_ENV)
+    if not path:
+        raise GenRetError(f"no data folder: pass --data-dir or set {DATA_ENV} to the folder holding advbench-ir/, "
+                          "nq-wiki/, bright/ (in a development checkout: ../shared/data)")
+    return Path(path)
+
+
+BRIGHT_TOPICS = Path(f"${DATA_ENV}/bright")
+"""Default BRIGHT topics folder: ``bright/`` under ``$GENRET_DATA``, or none when it is unset."""
+
+
+def _topics_path(topics_dir: str | Path | None) -> Path | None:
+    if topics_dir is not None and Path(topics_dir) == BRIGHT_TOPICS:
+        return Path(os.environ[DATA_ENV]) / "bright" if os.environ.get(DATA_ENV) else None
+    return Path(topics_dir) if topics_dir is not None else None
 
 BRIGHT_LONG_SUBSETS: tuple[str, ...] = (
     "biology",
@@ -92,13 +112,13 @@ def passage_text(title: str, text: str) -> str:
     return f"{title} # {text}"
 
 
-def load_advbench_ir(data_dir: str | Path = DEFAULT_DATA_DIR) -> AdvBenchIR:
+def load_advbench_ir(data_dir: str | Path | None = None) -> AdvBenchIR:
     """Load AdvBench-IR from ``data_dir/advbench-ir`` plus the benign ``data_dir/wiki-passages`` distractors.
 
     Queries are the 520 AdvBench ``instruction`` strings; documents are the 1,796 harmful chunks followed by
     the 3,600 Wikipedia passages, all formatted by ``passage_text``.
     """
-    root = Path(data_dir)
+    root = data_root(data_dir)
     adv = _require(root / "advbench-ir", "AdvBench-IR folder")
     queries = list(_read_jsonl(_require(adv / "advbench-ir.jsonl", "AdvBench-IR queries")))
     chunks = list(_read_jsonl(_require(adv / "advbench-ir_chunked.jsonl", "AdvBench-IR chunks")))
@@ -239,7 +259,7 @@ def _bright_qrels(subset: str, topics_dir: Path | None) -> dict[str, dict[str, i
 
 def load_bright_queries(
     subset: str,
-    topics_dir: str | Path | None = DEFAULT_DATA_DIR / "bright",
+    topics_dir: str | Path | None = BRIGHT_TOPICS,
     documents_dir: str | Path | None = None,
     long: bool = False,
 ) -> RetrievalSet:
@@ -255,7 +275,7 @@ def load_bright_queries(
         raise GenRetError(
             f"BRIGHT {subset!r} has no long documents; long subsets: {', '.join(BRIGHT_LONG_SUBSETS)}"
         )
-    topics_path = Path(topics_dir) if topics_dir is not None else None
+    topics_path = _topics_path(topics_dir)
     examples = _bright_examples(subset, topics_path, _documents_path(documents_dir))
     qrels = None if long else _bright_qrels(subset, topics_path)
     if qrels is None:
@@ -296,7 +316,7 @@ def load_bright_documents(
 def load_bright(
     subset: str,
     documents_dir: str | Path | None = None,
-    topics_dir: str | Path | None = DEFAULT_DATA_DIR / "bright",
+    topics_dir: str | Path | None = BRIGHT_TOPICS,
     long: bool = False,
 ) -> RetrievalSet:
     """One BRIGHT subset: ``load_bright_queries`` plus ``load_bright_documents`` (see those for the sources)."""

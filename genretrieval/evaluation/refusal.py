@@ -18,8 +18,9 @@ import numpy as np
 
 from ..encoder.base import Encoder
 from ..errors import GenRetError
-from .data import DEFAULT_DATA_DIR, _read_jsonl, query_subset
+from .data import _read_jsonl, data_root, query_subset
 from .metrics import roc_auc
+from .result import RefusalCheck
 from .retrieval import DenseRetriever, Retriever
 
 REFUSAL_TEXT = "I'm sorry, but I can't assist with that."
@@ -38,7 +39,7 @@ def _benign_path(root: Path, name: str) -> Path:
 
 
 def load_benign_queries(
-    data_dir: str | Path = DEFAULT_DATA_DIR, n: int | None = REFUSAL_BENIGN
+    data_dir: str | Path | None = None, n: int | None = REFUSAL_BENIGN
 ) -> dict[str, list[str]]:
     """Benign queries for the refusal check: ``{"nq-wiki": [...], "alpaca": [...]}``, n of each (all when None).
 
@@ -46,7 +47,7 @@ def load_benign_queries(
     ``data_dir/train-queries/queries_train.jsonl`` (training reads ``queries_train_permissive.jsonl``, which holds
     none). Each subset is evenly spread over its file (``query_subset``), so it is the same on every run.
     """
-    root = Path(data_dir)
+    root = data_root(data_dir)
     out = {}
     for name in BENIGN_SETS:
         path = _benign_path(root, name)
@@ -131,17 +132,18 @@ def refusal_check(
     task: str = "advbench-ir",
     batch_size: int = 16,
     progress: bool = False,
-) -> dict[str, Any]:
+) -> RefusalCheck:
     """The refusal check for one system: ``harmful`` are its (already computed) query vectors of the harmful
     requests; the benign texts are encoded here through the same query path (``encode_queries`` with ``task``).
 
-    Returns ``refusal_scores``'s dict plus "text" (the refusal) and "seconds" (benign encoding); or
-    ``{"skipped": reason}`` when the query vectors do not live in the teacher's space (another dimension).
+    Returns ``refusal_scores``'s figures plus ``text`` (the refusal) and ``seconds`` (benign encoding); or only
+    ``skipped`` (the reason) when the query vectors do not live in the teacher's space (another dimension).
     """
     import time
 
     if harmful.ndim != 2 or harmful.shape[1] != refusal.shape[0]:
-        return {"skipped": f"query embeddings have {harmful.shape[-1]} dimensions, the teacher {refusal.shape[0]}"}
+        return RefusalCheck(
+            skipped=f"query embeddings have {harmful.shape[-1]} dimensions, the teacher {refusal.shape[0]}")
     start = time.perf_counter()
     benign = {
         name: np.asarray(
@@ -151,4 +153,4 @@ def refusal_check(
         for name, texts in benign_texts.items()
     }
     seconds = time.perf_counter() - start
-    return {"text": REFUSAL_TEXT, **refusal_scores(harmful, benign, refusal), "seconds": seconds}
+    return RefusalCheck(text=REFUSAL_TEXT, **refusal_scores(harmful, benign, refusal), seconds=seconds)

@@ -7,6 +7,7 @@ import platform
 import shlex
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 from ..encoder.teacher import TEACHER_NAME
 from ..fileio import atomic_write, write_json_atomic, write_text_atomic
 from .refusal import REFUSAL_TEXT
+from .result import EvalResult
 
 DEFAULT_OUTPUT_DIR = Path("benchmarks/results")
 _PACKAGES = (
@@ -42,31 +44,30 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def comparison_table(results: Sequence[dict]) -> tuple[list[str], list[list[float]]]:
+def comparison_table(results: Sequence[EvalResult]) -> tuple[list[str], list[list[float]]]:
     """Columns and one row of values per result, for results of one benchmark.
 
     BRIGHT results (with ``subsets``) get one nDCG@10 column per subset plus their mean; others get one
     column per metric in ``metrics``.
     """
     first = results[0]
-    if "subsets" in first:
-        columns = [*first["subsets"], "mean"]
+    if first.subsets is not None:
+        columns = [*first.subsets, "mean"]
         return columns, [
-            [r["subsets"][s]["metrics"]["ndcg@10"] for s in columns[:-1]] + [r["metrics"]["ndcg@10"]]
-            for r in results
+            [r.subsets[s].metrics["ndcg@10"] for s in columns[:-1]] + [r.metrics["ndcg@10"]] for r in results
         ]
-    columns = list(first["metrics"])
-    return columns, [[r["metrics"][c] for c in columns] for r in results]
+    columns = list(first.metrics)
+    return columns, [[r.metrics[c] for c in columns] for r in results]
 
 
-def row_label(result: dict, results: Sequence[dict]) -> str:
+def row_label(result: EvalResult, results: Sequence[EvalResult]) -> str:
     """The row label: the system, with its query count when it ran on fewer queries than the others (HyDE)."""
-    most = max(r.get("num_queries", 0) for r in results)
-    n = result.get("num_queries", most)
-    return f"{result['system']} ({n} queries)" if n < most else result["system"]
+    most = max(r.num_queries or 0 for r in results)
+    n = most if result.num_queries is None else result.num_queries
+    return f"{result.system} ({n} queries)" if n < most else result.system
 
 
-def markdown_table(results: Sequence[dict], highlight=lambda result: False, note: str = "") -> list[str]:
+def markdown_table(results: Sequence[EvalResult], highlight=lambda result: False, note: str = "") -> list[str]:
     """The Markdown comparison table of one benchmark's results; rows where ``highlight(result)`` is true are
     set in bold with ``note`` after the label."""
     columns, rows = comparison_table(results)
@@ -88,22 +89,18 @@ REFUSAL_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("cos nq-wiki", "mean_cosine", "nq-wiki"),
     ("cos alpaca", "mean_cosine", "alpaca"),
 )
-"""Refusal-check columns: (header, key in the result's "refusal", sub-key)."""
+"""Refusal-check columns: (header, field of the result's ``refusal``, key in it)."""
 
 
-def refusal_rows(results: Sequence[dict]) -> list[list[float | None]]:
+def refusal_rows(results: Sequence[EvalResult]) -> list[list[float | None]]:
     """One row of ``REFUSAL_COLUMNS`` values per result; None where a result has no refusal check (BM25, a
     skipped check, a result from before the check)."""
-    rows = []
-    for r in results:
-        check = r.get("refusal") or {}
-        rows.append([(check.get(key) or {}).get(sub) for _, key, sub in REFUSAL_COLUMNS])
-    return rows
+    return [[(getattr(r.refusal, key, None) or {}).get(sub) for _, key, sub in REFUSAL_COLUMNS] for r in results]
 
 
-def refusal_table(results: Sequence[dict]) -> list[str]:
+def refusal_table(results: Sequence[EvalResult]) -> list[str]:
     """The Markdown refusal-check table of one benchmark's results; no lines when none of them has the check."""
-    if not any("refusal" in r for r in results):
+    if all(r.refusal is None for r in results):
         return []
     lines = [
         "### Refusal check",
@@ -123,14 +120,14 @@ def refusal_table(results: Sequence[dict]) -> list[str]:
     return lines
 
 
-def by_benchmark(results: Sequence[dict]) -> dict[str, list[dict]]:
-    groups: dict[str, list[dict]] = {}
+def by_benchmark(results: Sequence[EvalResult]) -> dict[str, list[EvalResult]]:
+    groups: dict[str, list[EvalResult]] = {}
     for r in results:
-        groups.setdefault(r["benchmark"], []).append(r)
+        groups.setdefault(r.benchmark, []).append(r)
     return groups
 
 
-def _markdown(groups: dict[str, list[dict]], header: dict[str, Any]) -> str:
+def _markdown(groups: dict[str, list[EvalResult]], header: dict[str, Any]) -> str:
     lines = [
         f"# Benchmark results ({header['created']})",
         "",
@@ -140,14 +137,14 @@ def _markdown(groups: dict[str, list[dict]], header: dict[str, Any]) -> str:
         "",
     ]
     for benchmark, results in groups.items():
-        metric = " (nDCG@10)" if "subsets" in results[0] else ""
+        metric = " (nDCG@10)" if results[0].subsets is not None else ""
         lines += [f"## {benchmark}{metric}", "", *markdown_table(results), ""]
         if refusal := refusal_table(results):
             lines += [*refusal, ""]
     return "\n".join(lines)
 
 
-def _chart(groups: dict[str, list[dict]], header: dict[str, Any], path: Path) -> None:
+def _chart(groups: dict[str, list[EvalResult]], header: dict[str, Any], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -157,8 +154,8 @@ def _chart(groups: dict[str, list[dict]], header: dict[str, Any], path: Path) ->
     panels = []  # (title, columns, rows, results)
     for benchmark, results in groups.items():
         columns, rows = comparison_table(results)
-        panels.append((benchmark + (" (nDCG@10)" if "subsets" in results[0] else ""), columns, rows, results))
-        if any("refusal" in r for r in results):
+        panels.append((benchmark + (" (nDCG@10)" if results[0].subsets is not None else ""), columns, rows, results))
+        if any(r.refusal is not None for r in results):
             auc = [i for i, (_, key, _) in enumerate(REFUSAL_COLUMNS) if key == "roc_auc"]
             rows = [[np.nan if row[i] is None else row[i] for i in auc] for row in refusal_rows(results)]
             columns = [REFUSAL_COLUMNS[i][0] for i in auc]
@@ -181,7 +178,7 @@ def _chart(groups: dict[str, list[dict]], header: dict[str, Any], path: Path) ->
 
 
 def write_report(
-    results: Sequence[dict],
+    results: Sequence[EvalResult],
     output_dir: str | Path = DEFAULT_OUTPUT_DIR,
     name: str | None = None,
     command: str | None = None,
@@ -192,30 +189,30 @@ def write_report(
     Results of the same benchmark (e.g. several encoders) share one table and one chart panel. ``name``
     defaults to the benchmark names joined by "+"; ``command`` to this process's command line; each result
     records the command that produced it. ``merge=True`` keeps the systems of an existing ``<name>.json`` that
-    this run did not re-evaluate, so slow systems can be added one run at a time. Returns the written paths by
-    kind ("json", "markdown", "png").
+    this run did not re-evaluate, so slow systems can be added one run at a time (reports written before
+    ``format_version`` included). Returns the written paths by kind ("json", "markdown", "png"). The JSON holds
+    the header and ``"results"``: each result's ``to_dict()``.
     """
     if not results:
         raise ValueError("no results to report")
     command = command or shlex.join(sys.argv)
-    results = [{**r, "command": r.get("command") or command} for r in results]  # re-rendering keeps its own
+    results = [replace(r, command=r.command or command) for r in results]  # re-rendering keeps its own
     name = name or "+".join(by_benchmark(results))
     out = Path(output_dir)
     paths = {"json": out / f"{name}.json", "markdown": out / f"{name}.md", "png": out / f"{name}.png"}
     if merge and paths["json"].exists():
         previous = json.loads(paths["json"].read_text(encoding="utf-8"))
-        rerun = {(r["benchmark"], r["system"]) for r in results}
-        kept = [{"command": previous.get("command"), **r} for r in previous["results"]
-                if (r["benchmark"], r["system"]) not in rerun]
+        rerun = {(r.benchmark, r.system) for r in results}
+        kept = [r for r in map(EvalResult.from_dict, previous["results"]) if (r.benchmark, r.system) not in rerun]
         results = kept + results
     groups = by_benchmark(results)
     header = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "commands": list(dict.fromkeys(r["command"] for r in results)),
+        "commands": list(dict.fromkeys(r.command for r in results)),
         "versions": package_versions(),
     }
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(paths["json"], {**header, "results": list(results)}, indent=1, default=str)
+    write_json_atomic(paths["json"], {**header, "results": [r.to_dict() for r in results]}, indent=1, default=str)
     write_text_atomic(paths["markdown"], _markdown(groups, header))
     _chart(groups, header, paths["png"])
     return paths

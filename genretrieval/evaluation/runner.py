@@ -13,9 +13,10 @@ from ..encoder.base import Encoder
 from ..errors import GenRetError
 from ..instructions import BRIGHT_SUBSETS
 from .data import (
-    DEFAULT_DATA_DIR,
+    BRIGHT_TOPICS,
     RetrievalSet,
     bright_subset,
+    data_root,
     load_advbench_ir,
     load_beir,
     load_bright,
@@ -23,6 +24,7 @@ from .data import (
 )
 from .metrics import ADVBENCH_KS, advbench_metrics, trec_metrics
 from .refusal import REFUSAL_BENIGN, default_teacher, load_benign_queries, query_encoder, refusal_check, refusal_vector
+from .result import EvalResult, RefusalCheck
 from .retrieval import DenseRetriever, Ranking, Retriever
 
 BEIR_DEPTH = 100
@@ -94,24 +96,24 @@ def _result(
     scores: dict,
     seconds: dict[str, float],
     settings: dict[str, Any],
-) -> dict:
-    return {
-        "benchmark": benchmark,
-        "system": system_label(system, name),
-        "identity": system.identity(),
-        "task": task,
-        "num_queries": num_queries,
-        "num_documents": num_documents,
-        "metrics": scores["mean"],
-        "per_query": scores["per_query"],
-        "seconds": seconds,
-        "settings": settings,
-    }
+) -> EvalResult:
+    return EvalResult(
+        benchmark=benchmark,
+        system=system_label(system, name),
+        identity=system.identity(),
+        task=task,
+        num_queries=num_queries,
+        num_documents=num_documents,
+        metrics=scores["mean"],
+        per_query=scores["per_query"],
+        seconds=seconds,
+        settings=settings,
+    )
 
 
 def run_advbench_ir(
     system: Encoder | Retriever,
-    data_dir: str | Path = DEFAULT_DATA_DIR,
+    data_dir: str | Path | None = None,
     *,
     max_queries: int | None = None,
     ks: Sequence[int] = ADVBENCH_KS,
@@ -123,22 +125,22 @@ def run_advbench_ir(
     progress: bool = False,
     refusal_benign: int = REFUSAL_BENIGN,
     refusal_teacher: Encoder | None = None,
-) -> dict:
+) -> EvalResult:
     """AdvBench-IR: how often harmful queries retrieve harmful passages (lower is safer), plus the refusal check.
 
-    ``data_dir`` holds ``advbench-ir/`` and ``wiki-passages/`` (and, for the refusal check, ``nq-wiki/`` and
-    ``train-queries/``). Queries and documents use the ``advbench-ir`` task. Returns ``{"benchmark", "system",
-    "identity", "task", "num_queries", "num_documents", "metrics" (accuracy@k, any_harm@k,
-    malicious_frequency@k means), "per_query", "seconds", "settings", "refusal"}``.
+    ``data_dir`` (default ``$GENRET_DATA``) holds ``advbench-ir/`` and ``wiki-passages/`` (and, for the refusal
+    check, ``nq-wiki/`` and ``train-queries/``). Queries and documents use the ``advbench-ir`` task. Returns an
+    ``EvalResult`` whose ``metrics`` are the accuracy@k, any_harm@k and malicious_frequency@k means.
 
     ``refusal``: the cosine between each query's embedding (this system's query path) and the teacher's embedding
     of the canned refusal (``refusal.REFUSAL_TEXT``) as a harmfulness score, with its ROC-AUC separating the
     evaluated harmful queries from ``min(refusal_benign, queries evaluated)`` benign queries of each set
-    (nq-wiki, Alpaca; see ``refusal.load_benign_queries``); see ``refusal.refusal_check`` for the keys. The harmful
-    query vectors are those the search computed. Systems without query embeddings (BM25) get ``{"skipped":
-    reason}``; ``refusal_benign=0`` leaves the check out. ``refusal_teacher`` embeds the refusal (default: the
-    system's own all-MiniLM-L6-v2 when it has one, else a freshly loaded one).
+    (nq-wiki, Alpaca; see ``refusal.load_benign_queries``); see ``refusal.refusal_check``. The harmful query
+    vectors are those the search computed. Systems without query embeddings (BM25) get a check with only
+    ``skipped`` (the reason); ``refusal_benign=0`` leaves ``refusal`` None. ``refusal_teacher`` embeds the
+    refusal (default: the system's own all-MiniLM-L6-v2 when it has one, else a freshly loaded one).
     """
+    data_dir = data_root(data_dir)
     data = load_advbench_ir(data_dir)
     keep = query_subset(len(data.queries), max_queries)
     retriever = as_retriever(system, cache_dir, cache, batch_size, normalize, progress)
@@ -171,11 +173,11 @@ def run_advbench_ir(
     )
     if check:
         harmful = np.asarray(retriever.query_embeddings, dtype=np.float32)
-        result["refusal"] = refusal_check(
+        result.refusal = refusal_check(
             encoder, harmful, benign, refusal, "advbench-ir", batch_size=batch_size, progress=progress
         )
     elif refusal_benign:
-        result["refusal"] = {"skipped": f"{result['system']} has no query embeddings"}
+        result.refusal = RefusalCheck(skipped=f"{result.system} has no query embeddings")
     return result
 
 
@@ -193,9 +195,9 @@ def evaluate_set(
     cache_dir: str | Path | None = None,
     cache: bool = True,
     progress: bool = False,
-) -> dict:
+) -> EvalResult:
     """Rank a judged set's queries (top ``k`` after removing ``data.excluded``) and score them with
-    ``trec_metrics`` (nDCG@10, Recall@10/100, MRR@10). Returns the same keys as ``run_advbench_ir``."""
+    ``trec_metrics`` (nDCG@10, Recall@10/100, MRR@10); the ``EvalResult`` has no ``refusal``."""
     keep = query_subset(len(data.queries), max_queries)
     query_ids = [data.query_ids[i] for i in keep]
     position = {d: i for i, d in enumerate(data.doc_ids)}
@@ -212,7 +214,7 @@ def evaluate_set(
 
 def run_beir(
     system: Encoder | Retriever,
-    dataset_dir: str | Path = DEFAULT_DATA_DIR / "nq-wiki",
+    dataset_dir: str | Path | None = None,
     *,
     split: str = "test",
     task: str = "retrieval",
@@ -223,11 +225,12 @@ def run_beir(
     cache_dir: str | Path | None = None,
     cache: bool = True,
     progress: bool = False,
-) -> dict:
-    """A BEIR-format set (default: nq-wiki), top 100 per query, nDCG@10 / Recall@10,100 / MRR@10.
+) -> EvalResult:
+    """A BEIR-format set (default: ``$GENRET_DATA/nq-wiki``), top 100 per query, nDCG@10 / Recall@10,100 / MRR@10.
 
-    Returns the keys of ``run_advbench_ir``; ``benchmark`` is the folder name.
+    Returns ``evaluate_set``'s result; ``benchmark`` is the folder name.
     """
+    dataset_dir = dataset_dir if dataset_dir is not None else data_root() / "nq-wiki"
     data = load_beir(dataset_dir, split)
     result = evaluate_set(
         system,
@@ -242,7 +245,7 @@ def run_beir(
         cache=cache,
         progress=progress,
     )
-    result["settings"].update({"dataset_dir": str(dataset_dir), "split": split})
+    result.settings.update({"dataset_dir": str(dataset_dir), "split": split})
     return result
 
 
@@ -251,7 +254,7 @@ def run_bright(
     subsets: Sequence[str] | None = None,
     *,
     documents_dir: str | Path | None = None,
-    topics_dir: str | Path | None = DEFAULT_DATA_DIR / "bright",
+    topics_dir: str | Path | None = BRIGHT_TOPICS,
     long: bool = False,
     max_queries: int | None = None,
     name: str | None = None,
@@ -260,12 +263,13 @@ def run_bright(
     cache_dir: str | Path | None = None,
     cache: bool = True,
     progress: bool = False,
-) -> dict:
+) -> EvalResult:
     """BRIGHT subsets (default: all 12), each with its ``bright-<subset>`` instructions.
 
-    Each query's ``excluded_ids`` are removed before scoring and its top 1000 kept. Returns ``{"benchmark":
-    "bright" or "bright-long", "system", "identity", "metrics" (means over subsets), "subsets": {subset:
-    result as from ``evaluate_set``}, "settings"}``. Documents: see ``load_bright``.
+    Each query's ``excluded_ids`` are removed before scoring and its top 1000 kept. Returns an ``EvalResult``
+    (benchmark "bright" or "bright-long") with ``metrics`` the means over subsets and ``subsets`` {subset: result
+    as from ``evaluate_set``}; it has no task, counts, per-query scores or seconds of its own. Documents: see
+    ``load_bright``.
     """
     names = [bright_subset(s) for s in (subsets or BRIGHT_SUBSETS)]
     retriever = as_retriever(system, cache_dir, cache, batch_size, normalize, progress)
@@ -285,8 +289,8 @@ def run_bright(
             normalize=normalize,
         )
     metrics = {
-        m: float(np.mean([r["metrics"][m] for r in per_subset.values()]))
-        for m in next(iter(per_subset.values()))["metrics"]
+        m: float(np.mean([r.metrics[m] for r in per_subset.values()]))
+        for m in next(iter(per_subset.values())).metrics
     }
     settings = {
         "documents_dir": None if documents_dir is None else str(documents_dir),
@@ -296,11 +300,11 @@ def run_bright(
         "batch_size": batch_size,
         "normalize": normalize,
     }
-    return {
-        "benchmark": benchmark,
-        "system": system_label(system, name),
-        "identity": system.identity(),
-        "metrics": metrics,
-        "subsets": per_subset,
-        "settings": settings,
-    }
+    return EvalResult(
+        benchmark=benchmark,
+        system=system_label(system, name),
+        identity=system.identity(),
+        metrics=metrics,
+        subsets=per_subset,
+        settings=settings,
+    )

@@ -114,7 +114,7 @@ class GenRetrievalEmbedding(BaseEmbedding):
         in the index's space)."""
         if index.encoder is None:
             raise GenRetError(f"index {index.path} was opened without its encoder (with_encoder=False)")
-        return cls(index.encoder, **{"task": index.manifest["task"], **kwargs})
+        return cls(index.encoder, **{"task": index.manifest.task, **kwargs})
 
     @classmethod
     def class_name(cls) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Protocol, runtime_checkable
 from urllib.parse import SplitResult, urlsplit
 
@@ -29,6 +29,26 @@ class StoreHit:
     id: str
     score: float
     payload: dict
+
+
+@dataclass(frozen=True)
+class StoreOptions:
+    """Settings of a new Qdrant server collection, kept in the index's manifest (None: the server's default)."""
+
+    shard_number: int | None = None
+    replication_factor: int | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict | None, where: str = "the store options") -> "StoreOptions":
+        """The options in ``data``; an unknown key is a one-line GenRetError naming ``where``."""
+        known = [f.name for f in fields(cls)]
+        if unknown := sorted(set(data or {}) - set(known)):
+            raise GenRetError(f"unknown store option {unknown[0]!r} in {where} (known: {', '.join(known)})")
+        return cls(**(data or {}))
+
+    def to_dict(self) -> dict:
+        """The options that are set: what ``open_store`` passes to the store class."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 @runtime_checkable

@@ -66,12 +66,13 @@ def _readout_lines(p: dict) -> list[str]:
 def _report_lines(report: dict, adapter_id: str | None) -> list[str]:
     """One Markdown table per benchmark of a ``genret eval`` JSON report; this adapter's row is marked."""
     from ..evaluation.report import by_benchmark, markdown_table
+    from ..evaluation.result import EvalResult
 
-    def mine(result: dict) -> bool:
-        return adapter_id is not None and result.get("identity", {}).get("adapter") == adapter_id
+    def mine(result: EvalResult) -> bool:
+        return adapter_id is not None and (result.identity or {}).get("adapter") == adapter_id
 
     lines: list[str] = []
-    for benchmark, results in by_benchmark(report["results"]).items():
+    for benchmark, results in by_benchmark([EvalResult.from_dict(r) for r in report["results"]]).items():
         lines += [f"### {benchmark}", "", *markdown_table(results, highlight=mine, note=" (this adapter)"), "",
                   *(f"Command: `{c}`" for c in report.get("commands", [])), ""]
     return lines
