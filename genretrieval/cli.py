@@ -127,13 +127,14 @@ def explain(
     trust_remote_code: TrustOpt = False,
 ) -> None:
     """Show what an embedding means: text decoded from its soft prompt, and the logit lens per position."""
-    from .encoder import load_encoder
+    from .encoder import GenEncoder, load_encoder
     from .encoder.decode import NO_DECODING, decode, decodes, logit_lens
 
     if not text.strip():
         raise GenRetError("empty text")
     enc = load_encoder("gen", backbone=backbone, adapter=adapter, device=device, dtype=dtype, num_threads=num_threads,
                        trust_remote_code=trust_remote_code)
+    assert isinstance(enc, GenEncoder)  # what load_encoder("gen") returns
     generated = None
     if decodes(enc.config):
         (generated,) = decode(enc, [text], task, not document, max_new_tokens)
@@ -355,8 +356,9 @@ def embed_cmd(
 
     spec = {**EncoderSpec(encoder.value, backbone, str(adapter) if adapter else None).resolved().to_dict(),
             "device": device, "dtype": dtype, "num_threads": num_threads, "trust_remote_code": trust_remote_code}
-    settings = {"task": task, "chunk_size": chunk_size, "overlap": overlap, "part_documents": part_documents,
-                "id_field": id_field, "title_field": title_field, "text_field": text_field}
+    settings: dict[str, typing.Any] = {
+        "task": task, "chunk_size": chunk_size, "overlap": overlap, "part_documents": part_documents,
+        "id_field": id_field, "title_field": title_field, "text_field": text_field}
     if ray is None:
         if workers is not None:
             raise GenRetError("--workers applies to --ray")
@@ -633,7 +635,7 @@ def _systems(opts: EvalOptions):
     from .encoder import load_encoder
     from .evaluation import BM25Retriever
 
-    common = {"device": opts.device, "num_threads": opts.num_threads}
+    common: dict[str, typing.Any] = {"device": opts.device, "num_threads": opts.num_threads}
     for name in opts.encoder or [System.gen, System.teacher, System.bm25]:
         if name == System.bm25:
             yield name, BM25Retriever()

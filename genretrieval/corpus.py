@@ -293,7 +293,7 @@ def _first(record: dict, names: tuple[str, ...]) -> tuple[str | None, Any]:
     return None, None
 
 
-def _read_jsonl(f: BinaryIO, decode: _Decoder, display: str) -> Iterator[tuple[str, dict]]:
+def _read_jsonl(f: Iterable[bytes], decode: _Decoder, display: str) -> Iterator[tuple[str, dict]]:
     for lineno, raw in enumerate(f, 1):
         line = decode(raw)
         if lineno == 1:

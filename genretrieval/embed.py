@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -181,7 +182,7 @@ class _FolderLock:
     def __init__(self, out: Path):
         try:
             out.mkdir(parents=True, exist_ok=True)
-            self.fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+            self.fd: int | None = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
             raise GenRetError(f"cannot write to {out}: {e.strerror or e}") from None
         try:
@@ -477,7 +478,8 @@ class _Run:
             n += 1
 
 
-def _prepare(path, out, settings_given: dict, follow_symlinks: bool, sync: bool):
+def _prepare(path, out, settings_given: dict, follow_symlinks: bool, sync: bool
+             ) -> tuple[_FolderLock, Path, dict, EmbedStats, IngestStats, list[_Source], _Part | None]:
     """Lock the folder, read its parts, resolve the settings and plan the run (no model is loaded)."""
     root = Path(path)
     if not root.exists() and not root.is_symlink():
@@ -597,7 +599,7 @@ def _import_ray():
 def _unwrap(error: BaseException) -> GenRetError | None:
     """The GenRetError behind an exception raised in a Ray worker, if any."""
     seen: set[int] = set()
-    stack = [error]
+    stack: list[BaseException | None] = [error]
     while stack:
         e = stack.pop()
         if e is None or id(e) in seen:
@@ -877,7 +879,8 @@ def _chunks(batch) -> list[Chunk]:
 
 
 def index_from_embeddings(directory: str | os.PathLike, where: str | os.PathLike,
-                          backend: str = "qdrant", *, url: str | None = None, faiss_index: str = "Flat",
+                          backend: Literal["faiss", "qdrant"] = "qdrant", *, url: str | None = None,
+                          faiss_index: str = "Flat",
                           store_options: StoreOptions | dict | None = None, rebuild: bool = False,
                           sync: bool = False, parallel: int = 4, progress: bool = True) -> tuple[IndexStats, int]:
     """Create (or open) the index at ``where`` and bulk-load an embeddings folder into it, loading no model.

@@ -8,7 +8,7 @@ import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, Iterable, Literal, Mapping, cast
 
 from .corpus import Chunk, ChunkDiff, Document, chunk_document, diff_chunks, scan
 from .encoder.base import Encoder
@@ -18,6 +18,7 @@ from .hit import Hit
 from .manifest import (
     FIELDS,
     MANIFEST,
+    Backend,
     IndexSettings,
     Manifest,
     binding_differs,
@@ -232,8 +233,8 @@ class Index:
     def create(cls, path: str | Path, encoder: Encoder, backend: Literal["faiss", "qdrant"] = "qdrant", *,
                url: str | None = None, collection: str | None = None, faiss_index: str = "Flat",
                task: str = "retrieval", chunk_size: int = CHUNK_SIZE, overlap: int = OVERLAP,
-               fields: dict | None = None, encoder_spec: dict | None = None, store_options: dict | None = None,
-               rebuild: bool = False) -> "Index":
+               fields: Mapping[str, Any] | None = None, encoder_spec: dict | EncoderSpec | None = None,
+               store_options: dict | StoreOptions | None = None, rebuild: bool = False) -> "Index":
         """Open the index at ``path`` for writing, creating it (store first, then the manifest) when it has no
         manifest yet.
 
@@ -445,6 +446,17 @@ class Index:
                 "chunk_no": chunk.chunk_no, "char_start": chunk.char_start, "char_end": chunk.char_end,
                 "content_hash": chunk.content_hash}
 
+    def _require_encoder(self) -> Encoder:
+        if self.encoder is None:
+            raise GenRetError(f"index {self.path} was opened without its encoder (with_encoder=False)")
+        return self.encoder
+
+    def _tokenizer(self) -> Any:
+        """The encoder's tokenizer, which chunking counts tokens with (the Encoder protocol does not name it:
+        every encoder that builds an index has one)."""
+        encoder: Any = self._require_encoder()
+        return encoder.tokenizer
+
     def _check_writable(self) -> None:
         if not self.writable:
             raise GenRetError(f"index {self.path} is open for reading; open it with Index.open(..., writable=True) "
@@ -465,7 +477,7 @@ class Index:
         t0 = time.perf_counter()
         stats = IndexStats()
         try:
-            tokenizer = self.encoder.tokenizer
+            tokenizer = self._tokenizer()
             chunks, ingest = scan(corpus, tokenizer, self.manifest.chunk_size, self.manifest.overlap,
                                   **fields)
             existing = self._existing_hashes()
@@ -492,8 +504,8 @@ class Index:
             for s in range(0, len(todo), flush_every):
                 part = todo[s:s + flush_every]
                 te = time.perf_counter()
-                vectors = self.encoder.encode_documents([self._doc_text(c) for c in part], task=self.manifest.task,
-                                                        batch_size=batch_size)
+                vectors = self._require_encoder().encode_documents([self._doc_text(c) for c in part],
+                                                                   task=self.manifest.task, batch_size=batch_size)
                 stats.encode_seconds += time.perf_counter() - te
                 advance(len(part))
                 self.store.upsert([c.id for c in part], vectors, [self._payload(c) for c in part])
@@ -526,7 +538,8 @@ class Index:
         t0 = time.perf_counter()
         stats = IndexStats(files=len(docs))
         try:
-            chunks = [c for d in docs for c in chunk_document(d, self.encoder.tokenizer, self.manifest.chunk_size,
+            tokenizer = self._tokenizer()
+            chunks = [c for d in docs for c in chunk_document(d, tokenizer, self.manifest.chunk_size,
                                                               self.manifest.overlap)]
             existing: dict[str, str | None] = {}
             if doc_ids and self.store.count():
@@ -570,7 +583,8 @@ class Index:
         given as stored (relative to the corpus root) or as a path from the current folder."""
         check_k(k)
         queries = [queries] if isinstance(queries, str) else list(queries)
-        vectors = self.encoder.encode_queries(queries, task=task or self.manifest.task, batch_size=batch_size)
+        vectors = self._require_encoder().encode_queries(queries, task=task or self.manifest.task,
+                                                         batch_size=batch_size)
         results = self.store.search(vectors, k, where=self._with_sources(where))
         return [[self._hit(h) for h in hits] for hits in results]
 
@@ -591,10 +605,10 @@ class Index:
     def stored_source(self, path: str) -> str | None:
         """How the file at ``path`` (from the current folder) is named in the index: relative to the corpus
         root the manifest records; None if it is not under that root."""
-        root = self.manifest.corpus
-        if not root:
+        corpus = self.manifest.corpus
+        if not corpus:
             return None
-        root, target = Path(root), Path(path).resolve()
+        root, target = Path(corpus), Path(path).resolve()
         if target == root:
             return root.name  # a single-file corpus
         return target.relative_to(root).as_posix() if root in target.parents else None
@@ -652,11 +666,12 @@ def build_index(where: str | Path, settings: IndexSettings, *, corpus: str | Pat
             if not rebuild:
                 raise
     settings = settings.settle(manifest, set(given), where, rebuild=rebuild, named_url=named_url)
+    backend = cast(Backend, settings.backend)  # settle() checked it
     check_writable(where)
     if embeddings is not None:
         from .embed import index_from_embeddings
 
-        return index_from_embeddings(embeddings, where, settings.backend, url=named_url,
+        return index_from_embeddings(embeddings, where, backend, url=named_url,
                                      faiss_index=settings.faiss_index, store_options=settings.store_options,
                                      rebuild=rebuild, sync=sync, parallel=parallel, progress=progress)
     if corpus is None:
@@ -670,7 +685,7 @@ def build_index(where: str | Path, settings: IndexSettings, *, corpus: str | Pat
                               f"after its instruction); use at most {budget}")
         if manifest is None or rebuild:
             settings.chunk_size = budget
-    idx = Index.create(where, encoder, settings.backend, url=named_url, faiss_index=settings.faiss_index,
+    idx = Index.create(where, encoder, backend, url=named_url, faiss_index=settings.faiss_index,
                        task=settings.task, chunk_size=settings.chunk_size, overlap=settings.overlap,
                        fields=settings.fields, encoder_spec=settings.spec, store_options=settings.store_options,
                        rebuild=rebuild)

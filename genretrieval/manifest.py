@@ -11,7 +11,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 from . import __version__
 from .encoder.spec import EncoderSpec
@@ -21,13 +21,22 @@ from .stores.base import StoreOptions, check_url
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
-BACKENDS = ("faiss", "qdrant")
+Backend = Literal["faiss", "qdrant"]
+BACKENDS: tuple[Backend, ...] = ("faiss", "qdrant")
 # Keys every manifest has.
 REQUIRED = ("backend", "url", "collection", "faiss_index", "encoder", "encoder_spec", "task", "chunk_size", "overlap")
 # Identity fields that must match between the encoder that built an index and the one searching it.
 BINDING = ("kind", "model", "backbone", "backbone_weights", "adapter", "dim", "num_compression", "num_thought")
 # Record-file fields and their defaults (kept in the manifest, so a re-run reads the corpus the same way).
 FIELDS = {"id_field": "id", "title_field": "title", "text_field": "text"}
+
+
+class RecordFields(TypedDict):
+    """The record-file fields (the keys of ``FIELDS``) with their values."""
+
+    id_field: str
+    title_field: str
+    text_field: str
 
 
 def describe_encoder(identity: dict[str, Any]) -> str:
@@ -53,7 +62,7 @@ class Manifest:
     (``Encoder.identity()``); ``encoder_spec`` how to load it again. ``url`` names a Qdrant server holding the
     collection (None: the store is in the index folder)."""
 
-    backend: str
+    backend: Backend
     collection: str
     encoder: dict[str, Any]
     encoder_spec: EncoderSpec
@@ -175,8 +184,8 @@ class IndexSettings:
         return StoreOptions(self.shards, self.replicas)
 
     @property
-    def fields(self) -> dict[str, str]:
-        return {k: getattr(self, k) for k in FIELDS}
+    def fields(self) -> RecordFields:
+        return {"id_field": self.id_field, "title_field": self.title_field, "text_field": self.text_field}
 
     def settle(self, manifest: Manifest | None, given: set[str], where: Path, *, rebuild: bool = False,
                named_url: str | None = None) -> IndexSettings:

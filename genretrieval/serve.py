@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlsplit
 
 from .errors import GenRetError
@@ -83,11 +83,15 @@ def _one_or_list(types: tuple[type, ...], what: str, schema: list[dict]):
 
 
 _SCALARS = [{"type": "string"}, {"type": "integer"}, {"type": "boolean"}]
-#: A filter value: what ``Index.search``'s ``where`` takes (a list means any of its values).
-FilterValue = _one_or_list((str, int), "a string, an integer or a boolean", _SCALARS)
+if TYPE_CHECKING:  # built at runtime as Annotated[Any, <validator>, <schema>]: Any to a type checker
+    FilterValue = Any
+    MetaValue = Any
+else:
+    #: A filter value: what ``Index.search``'s ``where`` takes (a list means any of its values).
+    FilterValue = _one_or_list((str, int), "a string, an integer or a boolean", _SCALARS)
+    #: A metadata value of a posted document.
+    MetaValue = _one_or_list((str, int, float), "a string, a number or a boolean", [*_SCALARS, {"type": "number"}])
 Filter = dict[str, FilterValue]
-#: A metadata value of a posted document.
-MetaValue = _one_or_list((str, int, float), "a string, a number or a boolean", [*_SCALARS, {"type": "number"}])
 
 
 class SearchRequest(BaseModel):

@@ -15,6 +15,16 @@ WORDS = ("the a of to and in is what how why who capital france paris bread bake
          "similar question answer model tokens long short hello world data").split()
 
 
+@pytest.fixture(autouse=True)
+def _quiet_library():
+    """Each test starts with the library's own progress default (a `genret` command run in-process turns it on)."""
+    from genretrieval import progress
+
+    before = progress.default_enabled()
+    yield
+    progress.set_default(before)
+
+
 def build_tiny_backbone(directory: Path, hidden: int = 32, seed: int = 0) -> Path:
     """Write a 2-layer Qwen2 with random weights and a whitespace tokenizer to ``directory``."""
     import torch

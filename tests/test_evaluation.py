@@ -768,7 +768,7 @@ def test_eval_backbone_option_does_not_reach_the_teacher(monkeypatch):
 
     calls = []
     monkeypatch.setattr(genretrieval.encoder, "load_encoder", lambda kind="gen", **kw: calls.append((kind, kw)))
-    list(_systems([System.gen, System.teacher, System.untrained], "smollm2-135m-instruct", None, None, None, 1))
+    list(_systems(EvalOptions(encoder=[System.gen, System.teacher, System.untrained], backbone="smollm2-135m-instruct", num_threads=1)))
     backbones = {(kind, kw.get("shipped", True)): kw.get("backbone") for kind, kw in calls}
     assert backbones == {("gen", True): "smollm2-135m-instruct", ("teacher", True): None,
                          ("gen", False): "smollm2-135m-instruct"}

@@ -169,6 +169,9 @@ def test_delete_by_id_and_filter(store, corpus):
     assert store.delete(ids=[]) == 0
     with pytest.raises(GenRetError, match="needs ids or a where"):
         store.delete()
+    with pytest.raises(GenRetError, match="needs ids or a where"):  # an empty filter is no filter
+        store.delete(where={})
+    assert store.count() == N - 3 - n_file3
 
 
 def test_ids_get_count(store, corpus):

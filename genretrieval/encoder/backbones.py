@@ -222,8 +222,8 @@ def cached_backbone_dir(name: str) -> Path:
         raise _unwritable(genret_home(), e) from None
     log.warning("preparing backbone %s once (verify, dequantize, cache under %s; a minute or two)", name, cache)
     try:
-        with build as tmp:
-            tmp = Path(tmp)
+        with build as build_dir:
+            tmp = Path(build_dir)
             gguf = assemble_gguf(spec.parts, spec.size, spec.sha256, tmp / "gguf" / "model.gguf")
             model, tok = _load_from_gguf(gguf.parent, gguf.name, torch.bfloat16)
             out = tmp / "model"
@@ -404,4 +404,4 @@ def load_backbone(ref: BackboneRef, dtype, device: str = "cpu", trust_remote_cod
     # generate() applies lm_head to the last position of the prompt, a non-contiguous slice; on CPU a bf16 matmul
     # over such a slice takes a slow path (65 s against 0.1 s for a batch of 32 here), most of a response batch.
     model.get_output_embeddings().register_forward_pre_hook(lambda _, args: (args[0].contiguous(), *args[1:]))
-    return model.to(device), tok
+    return model.to(device), tok  # type: ignore[arg-type]  # transformers types the wrapped .to() as unbound

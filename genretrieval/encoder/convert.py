@@ -151,8 +151,8 @@ def _token_ids(src: Path, tokens: list[str]) -> list[int]:
     """Ids of the special tokens: from tokenizer.json's added tokens, else from encoder/config.json."""
     tok_json = src / "tokenizer.json"
     if tok_json.is_file():
-        added = {t.get("content"): t.get("id") for t in _read_json(tok_json).get("added_tokens", [])
-                 if isinstance(t, dict)}
+        added: dict[Any, Any] = {t.get("content"): t.get("id")
+                                 for t in _read_json(tok_json).get("added_tokens", []) if isinstance(t, dict)}
         missing = [t for t in tokens if not isinstance(added.get(t), int)]
         if missing:
             raise GenRetError(f"{tok_json} does not define the special token(s) {missing}")
@@ -234,7 +234,7 @@ def _projection(src: Path, name: str, enabled: Any, in_dim: int) -> tuple[torch.
     ckpt = _torch_load(path)
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
         raise GenRetError(f"{path} is not a saved projection (expected a dict with state_dict and config)")
-    config = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
+    config = ckpt["config"] if isinstance(ckpt.get("config"), dict) else {}
     size = config.get("size", 1)
     mode = config.get("pooling_mode") or "linear"
     if size != 1:

@@ -15,7 +15,7 @@ _DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.flo
 
 def resolve_device(device: str | None) -> str:
     """``None``/``"auto"`` -> ``"cuda"`` when available, else ``"cpu"``."""
-    if device in (None, "auto"):
+    if device is None or device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise GenRetError(f"device {device!r} requested but CUDA is not available")
@@ -50,7 +50,7 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
     """``None`` -> bf16 on CUDA (when supported) or on a CPU with native bf16, else fp32."""
     if isinstance(dtype, torch.dtype):
         return dtype
-    if dtype in (None, "auto"):
+    if dtype is None or dtype == "auto":
         if device.startswith("cuda"):
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.bfloat16 if device == "cpu" and cpu_supports_bf16() else torch.float32

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -39,11 +41,13 @@ class GenModel(nn.Module):
             raise ValueError("num_compression must be >= 1")
         if num_thought < 0:
             raise ValueError("num_thought must be >= 0")
-        self.lm = causal_lm
+        # A Hugging Face causal LM: its methods (get_input_embeddings, get_decoder, generate...) are duck-typed.
+        lm: Any = causal_lm
+        self.lm = lm
         self.lm.requires_grad_(False)
         self.num_compression = num_compression
         self.num_thought = num_thought
-        emb = causal_lm.get_input_embeddings().weight
+        emb = lm.get_input_embeddings().weight
         hidden = emb.shape[1]
         self.special = nn.Parameter(torch.zeros(num_thought + num_compression, hidden, device=emb.device))
         self.recon = nn.Linear(hidden, hidden, device=emb.device)

@@ -44,7 +44,10 @@ class TeacherEncoder:
         # sentence-transformers cannot slice a model; rebuild it from its modules without Normalize.
         self._pool = SentenceTransformer(modules=[m for m in full if type(m).__name__ != "Normalize"],
                                          device=device)
-        self.dim = int(self._pool.get_embedding_dimension())
+        dim = self._pool.get_embedding_dimension()
+        if dim is None:
+            raise GenRetError(f"teacher model {self.name!r} does not say its embedding dimension")
+        self.dim = int(dim)
         self.tokenizer = full.tokenizer
         self.device = device
 
@@ -52,11 +55,19 @@ class TeacherEncoder:
     def max_text_tokens(self) -> int:
         """Tokens of text the model reads (256 for all-MiniLM-L6-v2, less its two special tokens); more is cut."""
         specials = len(self.tokenizer("", add_special_tokens=True)["input_ids"])
-        return int(self._pool.max_seq_length) - specials
+        return self._max_seq_length - specials
+
+    @property
+    def _max_seq_length(self) -> int:
+        """Tokens the model reads, its special tokens included."""
+        limit = self._pool.max_seq_length
+        if limit is None:
+            raise GenRetError(f"teacher model {self.name!r} does not say how many tokens it reads")
+        return int(limit)
 
     def _report_truncation(self, texts: list[str]) -> None:
         """Warn (once per encoder) when a text is longer than the model reads, saying how much is dropped."""
-        limit = int(self._pool.max_seq_length)
+        limit = self._max_seq_length
         lengths = [len(r) for r in self.tokenizer(texts, add_special_tokens=True, verbose=False)["input_ids"]]
         over = [i for i, n in enumerate(lengths) if n > limit]
         if not over:

@@ -53,9 +53,11 @@ def comparison_table(results: Sequence[EvalResult]) -> tuple[list[str], list[lis
     first = results[0]
     if first.subsets is not None:
         columns = [*first.subsets, "mean"]
-        return columns, [
-            [r.subsets[s].metrics["ndcg@10"] for s in columns[:-1]] + [r.metrics["ndcg@10"]] for r in results
-        ]
+        rows = []
+        for r in results:
+            assert r.subsets is not None  # one benchmark: every BRIGHT result has its subsets
+            rows.append([r.subsets[s].metrics["ndcg@10"] for s in columns[:-1]] + [r.metrics["ndcg@10"]])
+        return columns, rows
     columns = list(first.metrics)
     return columns, [[r.metrics[c] for c in columns] for r in results]
 
@@ -157,7 +159,7 @@ def _chart(groups: dict[str, list[EvalResult]], header: dict[str, Any], path: Pa
         panels.append((benchmark + (" (nDCG@10)" if results[0].subsets is not None else ""), columns, rows, results))
         if any(r.refusal is not None for r in results):
             auc = [i for i, (_, key, _) in enumerate(REFUSAL_COLUMNS) if key == "roc_auc"]
-            rows = [[np.nan if row[i] is None else row[i] for i in auc] for row in refusal_rows(results)]
+            rows = [[np.nan if (v := row[i]) is None else v for i in auc] for row in refusal_rows(results)]
             columns = [REFUSAL_COLUMNS[i][0] for i in auc]
             panels.append((f"{benchmark}: refusal check (harmful vs benign, 0.5 is chance)", columns, rows, results))
     fig, axes = plt.subplots(len(panels), 1, figsize=(12, 4.5 * len(panels)), squeeze=False)

@@ -172,6 +172,7 @@ def run_advbench_ir(
         "advbench-ir", system, name, "advbench-ir", len(keep), len(data.documents), scores, seconds, settings
     )
     if check:
+        assert encoder is not None and isinstance(retriever, DenseRetriever)  # query_encoder found its encoder
         harmful = np.asarray(retriever.query_embeddings, dtype=np.float32)
         result.refusal = refusal_check(
             encoder, harmful, benign, refusal, "advbench-ir", batch_size=batch_size, progress=progress
@@ -245,6 +246,7 @@ def run_beir(
         cache=cache,
         progress=progress,
     )
+    assert result.settings is not None  # evaluate_set sets them
     result.settings.update({"dataset_dir": str(dataset_dir), "split": split})
     return result
 

@@ -14,7 +14,7 @@ import asyncio
 import json
 import threading
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional, cast
 
 from . import MissingExtraError
 
@@ -87,14 +87,15 @@ class GenRetrievalEmbedding(BaseEmbedding):
                  max_length: int | None = None, shipped: bool | None = None,
                  trust_remote_code: bool | None = None, **kwargs: Any) -> None:
         get_task(task)  # an unknown preset is refused before any model loads
-        options = {"backbone": backbone, "adapter": adapter, "device": device, "dtype": dtype,
-                   "num_threads": num_threads, "max_length": max_length, "shipped": shipped,
-                   "trust_remote_code": trust_remote_code}
+        options: dict[str, Any] = {"backbone": backbone, "adapter": adapter, "device": device, "dtype": dtype,
+                                   "num_threads": num_threads, "max_length": max_length, "shipped": shipped,
+                                   "trust_remote_code": trust_remote_code}
         options = {k: v for k, v in options.items() if v is not None}
         if isinstance(encoder, str):
             from ..encoder import load_encoder
 
-            encoder = load_encoder(encoder, **options)
+            # A kind string from the caller: load_encoder refuses an unknown one.
+            encoder = load_encoder(cast(Literal["gen", "teacher", "hyde"], encoder), **options)
         elif options:
             raise GenRetError(f"{', '.join(options)}: load options apply only when encoder is a kind string "
                               "('gen' or 'teacher'), not to an encoder already loaded")
@@ -103,7 +104,8 @@ class GenRetrievalEmbedding(BaseEmbedding):
                               f"{type(encoder).__name__}")
         if "model_name" in kwargs:
             raise GenRetError("model_name is the encoder's identity and cannot be set")
-        super().__init__(model_name=model_name_for(encoder), task=task, batch_size=batch_size,
+        # task and batch_size are this model's own pydantic fields, which BaseEmbedding's __init__ does not name
+        super().__init__(model_name=model_name_for(encoder), task=task, batch_size=batch_size,  # type: ignore[call-arg]
                          embed_batch_size=embed_batch_size, **kwargs)
         self._encoder = encoder
         self._lock = threading.Lock()
@@ -136,8 +138,8 @@ class GenRetrievalEmbedding(BaseEmbedding):
     # ----------------------------------------------------------------------------------------- encoding
     def _encode(self, texts: list[str], *, query: bool) -> list[list[float]]:
         method = self._encoder.encode_queries if query else self._encoder.encode_documents
-        kwargs = {"task": self.task} if self.batch_size is None else {"task": self.task,
-                                                                      "batch_size": self.batch_size}
+        kwargs: dict[str, Any] = ({"task": self.task} if self.batch_size is None
+                                  else {"task": self.task, "batch_size": self.batch_size})
         with self._lock:
             vectors = method(list(texts), **kwargs)
         return vectors.tolist()

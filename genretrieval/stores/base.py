@@ -142,8 +142,9 @@ def check_k(k: int) -> None:
 
 
 def check_delete(ids: list[str] | None, where: dict | None) -> None:
-    """Refuse a store delete that names neither ids nor a filter (it would match every point)."""
-    if ids is None and where is None:
+    """Refuse a store delete that names neither ids nor a filter (it would match every point); an empty
+    ``where`` is no filter."""
+    if ids is None and not where:
         raise GenRetError("delete needs ids or a where filter")
 
 

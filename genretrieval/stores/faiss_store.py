@@ -114,9 +114,9 @@ class FaissStore:
                 self._index = self._load_index()
             self._apply_search_params(self._index)
             self._train_size = train_size or max(4096, 30 * self._nlist)
-            self._fields = {row[0] for row in self._db.execute("SELECT name FROM fields")}
+            self._fields = {row[0] for row in self._sql.execute("SELECT name FROM fields")}
             index_iids = self._index_iids()
-            row_iids = np.array([r[0] for r in self._db.execute("SELECT iid FROM points")], dtype=np.int64)
+            row_iids = np.array([r[0] for r in self._sql.execute("SELECT iid FROM points")], dtype=np.int64)
         except sqlite3.DatabaseError as e:
             self._close_db()
             raise GenRetError(f"corrupt faiss docstore {db_path}: {e}") from None
@@ -143,17 +143,23 @@ class FaissStore:
         for name in (self.INDEX_FILE, self.STAGING_FILE):
             (self.path / name).unlink(missing_ok=True)
         self._index = self._fresh_active_index()
-        self._db.executemany(
+        self._sql.executemany(
             "INSERT OR REPLACE INTO meta VALUES (?, ?)",
             [("dim", str(self.dim)), ("factory", factory), ("format", "1")],
         )
         self._write_index()
-        self._db.commit()
+        self._sql.commit()
 
     def _close_db(self) -> None:
         if self._db is not None:
             self._db.close()
             self._db = None
+
+    @property
+    def _sql(self) -> sqlite3.Connection:
+        """The docstore connection, open from ``__init__`` until :meth:`close`."""
+        assert self._db is not None, "the faiss store is closed"
+        return self._db
 
     # ------------------------------------------------------------------ index construction
 
@@ -168,7 +174,7 @@ class FaissStore:
             return index
         ivf = faiss.try_extract_index_ivf(index)
         if ivf is not None and isinstance(index, (faiss.IndexIVF, faiss.IndexPreTransform)):
-            ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
+            ivf.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]  # not in faiss's stubs
             return index
         return faiss.IndexIDMap2(index)
 
@@ -178,7 +184,7 @@ class FaissStore:
         self._native_ids = not isinstance(template, faiss.IndexIDMap)
         self._nlist = ivf.nlist if ivf is not None else 1
         self._needs_training = not template.is_trained
-        inner = None if self._native_ids else faiss.downcast_index(template.index)
+        inner = faiss.downcast_index(template.index) if isinstance(template, faiss.IndexIDMap) else None
         self._hnsw = isinstance(inner, faiss.IndexHNSW)
         self._removable = self._native_ids or isinstance(inner, faiss.IndexFlatCodes)
         self._flat = isinstance(inner, faiss.IndexFlat)
@@ -224,6 +230,7 @@ class FaissStore:
             return faiss.vector_to_array(self._index.id_map).astype(np.int64)
         ivf = faiss.extract_index_ivf(self._index)
         lists = ivf.invlists
+        assert lists is not None  # an IVF index always owns its inverted lists
         parts = [
             faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
             for i in range(ivf.nlist)
@@ -286,9 +293,9 @@ class FaissStore:
         if orphan_vectors.size:
             self._drop_vectors(orphan_vectors)
         for chunk in _chunks(orphan_rows.tolist()):
-            self._db.execute(f"DELETE FROM points WHERE iid IN ({_marks(chunk)})", chunk)
+            self._sql.execute(f"DELETE FROM points WHERE iid IN ({_marks(chunk)})", chunk)
         self._write_index()
-        self._db.commit()
+        self._sql.commit()
 
     def _drop_vectors(self, iids: np.ndarray) -> None:
         """Remove these ids from the in-memory index, rebuilding it where the index type cannot delete."""
@@ -340,7 +347,7 @@ class FaissStore:
         """The iids of those of ``ids`` that are stored."""
         found: dict[str, int] = {}
         for chunk in _chunks(ids):
-            found.update(self._db.execute(f"SELECT id, iid FROM points WHERE id IN ({_marks(chunk)})", chunk))
+            found.update(self._sql.execute(f"SELECT id, iid FROM points WHERE id IN ({_marks(chunk)})", chunk))
         return found
 
     def _rows(self, iids: list[int]) -> dict[int, tuple[str, str]]:
@@ -348,7 +355,7 @@ class FaissStore:
         rows: dict[int, tuple[str, str]] = {}
         for chunk in _chunks(iids):
             sql = f"SELECT iid, id, payload FROM points WHERE iid IN ({_marks(chunk)})"
-            rows.update((iid, (pid, payload)) for iid, pid, payload in self._db.execute(sql, chunk))
+            rows.update((iid, (pid, payload)) for iid, pid, payload in self._sql.execute(sql, chunk))
         return rows
 
     # ------------------------------------------------------------------ public API
@@ -374,11 +381,11 @@ class FaissStore:
         self._index.add_with_ids(arr, iids)
         self._gpu_index = None
         for chunk in _chunks(list(existing)):
-            self._db.execute(f"DELETE FROM points WHERE id IN ({_marks(chunk)})", chunk)
-        self._db.executemany("INSERT INTO points VALUES (?, ?, ?)", zip(iids.tolist(), ids, docs))
+            self._sql.execute(f"DELETE FROM points WHERE id IN ({_marks(chunk)})", chunk)
+        self._sql.executemany("INSERT INTO points VALUES (?, ?, ?)", zip(iids.tolist(), ids, docs))
         new_fields = payload_fields(payloads) - self._fields
         if new_fields:
-            self._db.executemany("INSERT INTO fields VALUES (?)", [(f,) for f in sorted(new_fields)])
+            self._sql.executemany("INSERT INTO fields VALUES (?)", [(f,) for f in sorted(new_fields)])
             self._fields |= new_fields
         if self._staging and self._index.ntotal >= self._train_size:
             self._train()
@@ -389,12 +396,12 @@ class FaissStore:
         check_delete(ids, where)
         cond, params = self._where_sql(where)
         if ids is None:
-            iids = [r[0] for r in self._db.execute(f"SELECT iid FROM points WHERE {cond}", params)]
+            iids = [r[0] for r in self._sql.execute(f"SELECT iid FROM points WHERE {cond}", params)]
         else:
             iids = []
             for chunk in _chunks(list(ids)):
                 sql = f"SELECT iid FROM points WHERE id IN ({_marks(chunk)}) AND {cond}"
-                iids += [r[0] for r in self._db.execute(sql, chunk + params)]
+                iids += [r[0] for r in self._sql.execute(sql, chunk + params)]
         if not iids:
             return 0
         if not self._removable:
@@ -405,7 +412,7 @@ class FaissStore:
         self._remove_iids(np.array(iids, dtype=np.int64))
         self._gpu_index = None
         for chunk in _chunks(iids):
-            self._db.execute(f"DELETE FROM points WHERE iid IN ({_marks(chunk)})", chunk)
+            self._sql.execute(f"DELETE FROM points WHERE iid IN ({_marks(chunk)})", chunk)
         return len(iids)
 
     def search(self, vectors: np.ndarray, k: int, where: dict | None = None) -> list[list[StoreHit]]:
@@ -419,12 +426,13 @@ class FaissStore:
         if where is None:
             scores, iids = self._searcher(k).search(queries, min(k, n))
         else:
-            rows = self._db.execute(f"SELECT iid FROM points WHERE {cond}", params)
+            rows = self._sql.execute(f"SELECT iid FROM points WHERE {cond}", params)
             allowed = np.array([r[0] for r in rows], dtype=np.int64)
             if allowed.size == 0:
                 return [[] for _ in range(len(queries))]
             if self._exact:
-                sel = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))
+                # faiss's stubs omit the keyword-argument constructor its Python wrapper adds
+                sel = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))  # type: ignore[call-arg]
                 scores, iids = self._index.search(queries, min(k, allowed.size), params=sel)
             elif allowed.size <= self.exact_filter_max:
                 scores, iids = self._search_subset(queries, k, allowed)
@@ -483,13 +491,13 @@ class FaissStore:
         out: dict[str, dict] = {}
         for chunk in _chunks(list(ids)):
             sql = f"SELECT id, payload FROM points WHERE id IN ({_marks(chunk)})"
-            out.update((pid, json.loads(payload)) for pid, payload in self._db.execute(sql, chunk))
+            out.update((pid, json.loads(payload)) for pid, payload in self._sql.execute(sql, chunk))
         return out
 
     def ids(self, where: dict | None = None) -> list[str]:
         """All ids, optionally only those matching ``where``."""
         cond, params = self._where_sql(where)
-        return [r[0] for r in self._db.execute(f"SELECT id FROM points WHERE {cond} ORDER BY iid", params)]
+        return [r[0] for r in self._sql.execute(f"SELECT id FROM points WHERE {cond} ORDER BY iid", params)]
 
     def count(self) -> int:
         """Number of points."""
@@ -502,7 +510,7 @@ class FaissStore:
         """Write the index atomically, then commit the docstore (see the class docstring)."""
         self._check_writable()
         self._write_index()
-        self._db.commit()
+        self._sql.commit()
 
     def close(self) -> None:
         """Flush and close; safe to call twice."""
@@ -512,7 +520,8 @@ class FaissStore:
             self.flush()
         self._close_db()
         self._closed = True
-        self._index = self._gpu_index = None
+        del self._index  # frees the index; using a closed store fails as it did when this was set to None
+        self._gpu_index = None
 
 
 def _connect(db_path: Path, read_only: bool) -> sqlite3.Connection:

@@ -23,6 +23,29 @@ class QdrantBase:
     _indexed: set[str]
     read_only: bool
 
+    # The engine calls, made by each subclass.
+    def _has_id(self, uuids: list[str]) -> Any:
+        raise NotImplementedError
+
+    def _create_index(self, key: str, kind: str) -> None:
+        raise NotImplementedError
+
+    def _check_writable(self) -> None:
+        raise NotImplementedError
+
+    def _count(self, flt: Any) -> int:
+        raise NotImplementedError
+
+    def _delete_matching(self, flt: Any) -> None:
+        raise NotImplementedError
+
+    def _retrieve(self, uuids: list[str]) -> list:
+        raise NotImplementedError
+
+    def _scroll(self, flt: Any, offset: Any) -> tuple[list, Any]:
+        """One page of records matching ``flt`` from ``offset``, and the next offset (None after the last)."""
+        raise NotImplementedError
+
     def _filter(self, where: dict | None, ids: list[str] | None = None) -> Any:
         """A Qdrant filter for an equality filter and/or a set of ids (None for neither); indexes newly filtered
         fields."""

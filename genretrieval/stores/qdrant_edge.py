@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from uuid import UUID
 
 import numpy as np
 import qdrant_edge
@@ -198,11 +199,12 @@ class QdrantEdgeStore(QdrantBase):
     def _count(self, flt: Filter | None) -> int:
         return self._shard.count(CountRequest(exact=True, filter=flt))
 
-    def _delete_matching(self, flt: Filter | None) -> None:
+    def _delete_matching(self, flt: Filter) -> None:
         self._shard.update(UpdateOperation.delete_points_by_filter(flt))
 
     def _retrieve(self, uuids: list[str]) -> list:
-        return self._shard.retrieve(uuids, True, False)
+        point_ids: list[int | UUID | str] = list(uuids)
+        return self._shard.retrieve(point_ids, True, False)
 
     def _scroll(self, flt: Filter | None, offset):
         request = ScrollRequest(offset=offset, limit=_SCROLL_PAGE, filter=flt,

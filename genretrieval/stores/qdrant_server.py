@@ -115,7 +115,10 @@ class QdrantServerStore(QdrantBase):
             raise GenRetError(f"cannot reach Qdrant at {where}: {_one_line(e)}") from None
         if exists:
             info = self._client.get_collection(collection)
-            size = info.config.params.vectors.size
+            vectors = info.config.params.vectors
+            if not isinstance(vectors, models.VectorParams):  # named vectors: not a collection genret made
+                raise GenRetError(f"Qdrant collection '{collection}' does not hold one unnamed vector per point")
+            size = vectors.size
             if size != dim:
                 raise GenRetError(f"Qdrant collection '{collection}' holds {size}-d vectors, not {dim}-d")
             self._fields = set((info.config.metadata or {}).get(_FIELDS_KEY, []))
@@ -232,7 +235,8 @@ class QdrantServerStore(QdrantBase):
 
     # ------------------------------------------------------------------------ the engine calls QdrantBase makes
     def _has_id(self, uuids: list[str]) -> models.HasIdCondition:
-        return models.HasIdCondition(has_id=uuids)
+        point_ids: list[models.ExtendedPointId] = list(uuids)
+        return models.HasIdCondition(has_id=point_ids)
 
     def _create_index(self, key: str, kind: str) -> None:
         if not self._local:  # local mode ignores payload indexes (and warns about them)
@@ -241,7 +245,7 @@ class QdrantServerStore(QdrantBase):
     def _count(self, flt: models.Filter | None) -> int:
         return self._client.count(self.collection, count_filter=flt, exact=True).count
 
-    def _delete_matching(self, flt: models.Filter | None) -> None:
+    def _delete_matching(self, flt: models.Filter) -> None:
         self._client.delete(self.collection, models.FilterSelector(filter=flt), wait=True)
 
     def _retrieve(self, uuids: list[str]) -> list:
@@ -259,6 +263,7 @@ def api_key_for(url: str, key: str | None, url_from_user: bool) -> str | None:
     if not key or not url_from_user:
         return None
     host = parts.hostname
+    assert host is not None  # check_url refuses a URL without one
     if parts.scheme == "http" and not _is_loopback(host) and os.environ.get(ALLOW_INSECURE_KEY) != "1":
         raise GenRetError(f"refusing to send QDRANT_API_KEY over plain http to {host}: use https, or set "
                           f"{ALLOW_INSECURE_KEY}=1 if the network to it is trusted")

@@ -52,6 +52,9 @@ def info_nce(x: torch.Tensor, y: torch.Tensor, same: torch.Tensor, temperature: 
 class Readout(torch.nn.Module):
     """A linear map from standardised features to embeddings: (N, H) -> (N, D)."""
 
+    mean: torch.Tensor  # buffers
+    std: torch.Tensor
+
     def __init__(self, mean: torch.Tensor, std: torch.Tensor, dim: int):
         super().__init__()
         self.register_buffer("mean", mean)

@@ -11,7 +11,7 @@ import platform
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..encoder.device import set_threads
-from ..encoder.model import left_pad, position_ids_from_mask
+from ..encoder.model import GenModel, left_pad, position_ids_from_mask
 from ..encoder.teacher import TEACHER_NAME
 from ..errors import GenRetError
 from ..fileio import atomic_write, write_parquet_atomic
@@ -28,8 +28,12 @@ from ..progress import progress_bar
 from .data import load_queries
 from .responses import generate_responses
 
-STAGES = ("responses", "teacher", "optimize", "readout")
-DEFAULT_STAGES = ["responses", "teacher", "optimize"]
+if TYPE_CHECKING:
+    from ..encoder.adapter import AdapterConfig
+
+Stage = Literal["responses", "teacher", "optimize", "readout"]
+STAGES: tuple[Stage, ...] = ("responses", "teacher", "optimize", "readout")
+DEFAULT_STAGES: list[Stage] = ["responses", "teacher", "optimize"]
 
 
 @dataclass
@@ -70,8 +74,7 @@ class TrainConfig:
     dtype: str | None = None
     num_threads: int | None = None
     command: str | None = None  # the command line that started the run, for the model card
-    stages: list[Literal["responses", "teacher", "optimize", "readout"]] = field(
-        default_factory=lambda: list(DEFAULT_STAGES))
+    stages: list[Stage] = field(default_factory=lambda: list(DEFAULT_STAGES))
     init_adapter: str | None = None  # start from this adapter directory ("shipped": the backbone's shipped one)
     # Stage "readout": recon and align fitted on cached frozen features (train/readout.py), the tokens kept.
     readout_epochs: int = 30
@@ -296,9 +299,9 @@ class Prepared:
     """What every stage after the responses works from (``prepare``)."""
 
     queries: list
-    model: object  # GenModel
+    model: GenModel
     tokenizer: object
-    adapter_cfg: object  # AdapterConfig
+    adapter_cfg: AdapterConfig
     rows: list[dict]  # usable responses, sorted by id
     targets: np.ndarray | None  # (N, D) raw teacher embeddings of the responses (None: no stage needs them)
 
@@ -316,7 +319,7 @@ def prepare(cfg: TrainConfig, progress: bool = True, log=print) -> Prepared:
     set_threads(cfg.num_threads)
     run = Path(cfg.out)
     queries = load_queries(cfg.queries, max_queries=cfg.max_queries, seed=cfg.seed)
-    init = cfg.init_adapter
+    init: str | Path | None = cfg.init_adapter
     if init == "shipped":
         from ..encoder.adapter import shipped_adapter
         from ..encoder.backbones import resolve_backbone
@@ -365,6 +368,7 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> Path:
     (run / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
     data = prepare(cfg, progress, log)
     if "readout" in cfg.stages:
+        assert data.targets is not None  # prepare computes them for stage readout
         return train_readout(cfg, data.model, data.tokenizer, data.adapter_cfg, data.rows, data.targets,
                              data.queries, run, progress, log)
     if "optimize" in cfg.stages:
@@ -408,6 +412,7 @@ def optimize(cfg: TrainConfig, data: Prepared, progress: bool = True, log=print)
 
     run = Path(cfg.out)
     model, tok, adapter_cfg, rows, targets = data.model, data.tokenizer, data.adapter_cfg, data.rows, data.targets
+    assert targets is not None  # prepare computes them for stage optimize
     device = str(model.special.device)
     hold = min(cfg.holdout, len(rows) // 10)
     split = _epoch_order(len(rows), cfg.seed, -1)
