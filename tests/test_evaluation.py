@@ -764,11 +764,13 @@ def test_teacher_reproduces_nq_wiki_reference(teacher, tmp_path):
 def test_eval_backbone_option_does_not_reach_the_teacher(monkeypatch):
     """`genret eval --backbone X` names the LLM of gen/untrained/hyde; the teacher row stays MiniLM."""
     import genretrieval.encoder
-    from genretrieval.cli import System, _systems
+    from genretrieval.cli import EvalOptions, System, _systems
 
     calls = []
     monkeypatch.setattr(genretrieval.encoder, "load_encoder", lambda kind="gen", **kw: calls.append((kind, kw)))
-    list(_systems(EvalOptions(encoder=[System.gen, System.teacher, System.untrained], backbone="smollm2-135m-instruct", num_threads=1)))
+    opts = EvalOptions(encoder=[System.gen, System.teacher, System.untrained], backbone="smollm2-135m-instruct",
+                       num_threads=1)
+    list(_systems(opts))
     backbones = {(kind, kw.get("shipped", True)): kw.get("backbone") for kind, kw in calls}
     assert backbones == {("gen", True): "smollm2-135m-instruct", ("teacher", True): None,
                          ("gen", False): "smollm2-135m-instruct"}
