@@ -32,10 +32,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--num-threads", type=int, default=2)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args(argv)
-    rows = [json.loads(line) for line in (DATA / "wiki-passages" / "wiki_passages.jsonl").open()][:args.passages]
+    rows = [json.loads(line) for line in (DATA / "wiki-passages" / "wiki_passages.jsonl").open()][: args.passages]
     texts = [f"{r['title']} # {r['text']}" for r in rows]
-    encoders = {d: load_encoder("gen", backbone=args.backbone, dtype=d, device="cpu", num_threads=args.num_threads)
-                for d in ("fp32", "bf16")}
+    encoders = {
+        d: load_encoder("gen", backbone=args.backbone, dtype=d, device="cpu", num_threads=args.num_threads)
+        for d in ("fp32", "bf16")
+    }
     tokens = sum(len(r) for r in encoders["fp32"].tokenize(texts, encoders["fp32"].task("retrieval").document))
     seconds = {d: [] for d in encoders}
     vectors = {}
@@ -47,8 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     best = {d: min(s) for d, s in seconds.items()}
     result = {
         "command": "python -m benchmarks.cpu_dtype " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "backbone": args.backbone, "passages": len(texts), "tokens": tokens, "threads": args.num_threads,
-        "cpu": platform.processor() or platform.machine(), "native_bf16": cpu_supports_bf16(),
+        "backbone": args.backbone,
+        "passages": len(texts),
+        "tokens": tokens,
+        "threads": args.num_threads,
+        "cpu": platform.processor() or platform.machine(),
+        "native_bf16": cpu_supports_bf16(),
         "default": default_precision(),
         "tokens_per_s": {d: round(tokens / s, 1) for d, s in best.items()},
         "bf16_over_fp32_time": round(best["bf16"] / best["fp32"], 2),
@@ -57,13 +63,22 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "cpu_dtype.json").write_text(json.dumps(result, indent=2) + "\n")
-    md = [f"# CPU dtype ({args.backbone}, {len(texts)} passages, {tokens} tokens, {args.num_threads} threads)", "",
-          f"Native bf16 (avx512_bf16/amx_bf16): {result['native_bf16']}; default here: "
-          f"{result['default']['dtype']} ({result['default']['why']}).", "",
-          "| dtype | tokens/s |", "|---|---:|",
-          *(f"| {d} | {v} |" for d, v in result["tokens_per_s"].items()), "",
-          f"bf16 takes {result['bf16_over_fp32_time']}x the time of fp32; lowest cosine between the two: "
-          f"{result['cosine_bf16_vs_fp32']}.", "", f"Command: `{result['command']}`", ""]
+    md = [
+        f"# CPU dtype ({args.backbone}, {len(texts)} passages, {tokens} tokens, {args.num_threads} threads)",
+        "",
+        f"Native bf16 (avx512_bf16/amx_bf16): {result['native_bf16']}; default here: "
+        f"{result['default']['dtype']} ({result['default']['why']}).",
+        "",
+        "| dtype | tokens/s |",
+        "|---|---:|",
+        *(f"| {d} | {v} |" for d, v in result["tokens_per_s"].items()),
+        "",
+        f"bf16 takes {result['bf16_over_fp32_time']}x the time of fp32; lowest cosine between the two: "
+        f"{result['cosine_bf16_vs_fp32']}.",
+        "",
+        f"Command: `{result['command']}`",
+        "",
+    ]
     (out / "cpu_dtype.md").write_text("\n".join(md))
     print("\n".join(md))
     return 0

@@ -31,8 +31,15 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def measure(backbone: str, passages: int, queries: int, batch_size: int, data_dir: Path,
-            max_new_tokens: int = 128, repeats: int = 2) -> dict:
+def measure(
+    backbone: str,
+    passages: int,
+    queries: int,
+    batch_size: int,
+    data_dir: Path,
+    max_new_tokens: int = 128,
+    repeats: int = 2,
+) -> dict:
     """All measurements for one backbone, in this process."""
     import torch
 
@@ -47,7 +54,7 @@ def measure(backbone: str, passages: int, queries: int, batch_size: int, data_di
     instruction = enc.task("retrieval").document
     rows = enc.tokenize(docs, instruction)
     order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
-    batches = [enc.pad([rows[i] for i in order[s:s + batch_size]]) for s in range(0, len(order), batch_size)]
+    batches = [enc.pad([rows[i] for i in order[s : s + batch_size]]) for s in range(0, len(order), batch_size)]
     tokens = sum(len(r) for r in rows)
     enc.encode_documents(docs[:batch_size], batch_size=batch_size)  # warm-up
 
@@ -59,8 +66,7 @@ def measure(backbone: str, passages: int, queries: int, batch_size: int, data_di
         with torch.inference_mode():
             t = time.perf_counter()
             for ids, mask in batches:
-                decoder(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
-                        use_cache=False)
+                decoder(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask), use_cache=False)
             bare_s = min(bare_s, time.perf_counter() - t)
         t = time.perf_counter()
         enc.encode_documents(docs, batch_size=batch_size)
@@ -75,51 +81,92 @@ def measure(backbone: str, passages: int, queries: int, batch_size: int, data_di
     hyde.encode_queries(qs, batch_size=batch_size)
     hyde_s = time.perf_counter() - t
     return {
-        "backbone": backbone, "dtype": str(enc.dtype).removeprefix("torch."), "threads": torch.get_num_threads(),
-        "passages": len(docs), "passage_tokens": tokens, "batch_size": batch_size,
-        "encode_tokens_per_s": tokens / enc_s, "bare_forward_tokens_per_s": tokens / bare_s,
+        "backbone": backbone,
+        "dtype": str(enc.dtype).removeprefix("torch."),
+        "threads": torch.get_num_threads(),
+        "passages": len(docs),
+        "passage_tokens": tokens,
+        "batch_size": batch_size,
+        "encode_tokens_per_s": tokens / enc_s,
+        "bare_forward_tokens_per_s": tokens / bare_s,
         "encode_vs_bare": bare_s / enc_s,
-        "queries": len(qs), "gen_queries_per_s": len(qs) / gen_q_s, "hyde_queries_per_s": len(qs) / hyde_s,
-        "hyde_new_tokens": max_new_tokens, "gen_vs_hyde": hyde_s / gen_q_s,
+        "queries": len(qs),
+        "gen_queries_per_s": len(qs) / gen_q_s,
+        "hyde_queries_per_s": len(qs) / hyde_s,
+        "hyde_new_tokens": max_new_tokens,
+        "gen_vs_hyde": hyde_s / gen_q_s,
         "peak_rss_mb": _peak_rss_mb(),
     }
 
 
 def _markdown(results: dict, command: str) -> str:
-    lines = ["# Encoding throughput", "", f"Command: `{command}`", "",
-             f"Machine: {platform.processor() or platform.machine()}, Python {platform.python_version()}", "",
-             "| backbone | dtype | threads | encode tok/s | bare forward tok/s | encode / bare (target >= 0.9) | "
-             "gen q/s | HyDE q/s | gen / HyDE (target >= 20) | peak RSS MB |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Encoding throughput",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Machine: {platform.processor() or platform.machine()}, Python {platform.python_version()}",
+        "",
+        "| backbone | dtype | threads | encode tok/s | bare forward tok/s | encode / bare (target >= 0.9) | "
+        "gen q/s | HyDE q/s | gen / HyDE (target >= 20) | peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in results.values():
-        lines.append(f"| {r['backbone']} | {r['dtype']} | {r['threads']} | {r['encode_tokens_per_s']:.0f} | "
-                     f"{r['bare_forward_tokens_per_s']:.0f} | {r['encode_vs_bare']:.3f} | "
-                     f"{r['gen_queries_per_s']:.2f} | {r['hyde_queries_per_s']:.3f} | {r['gen_vs_hyde']:.1f}x | "
-                     f"{r['peak_rss_mb']:.0f} |")
-    lines += ["", f"{next(iter(results.values()))['passages']} Wikipedia passages (about 100 words) encoded as "
-              "documents, length-sorted batches; the bare forward runs the decoder over the same padded batches "
-              "without the special tokens or the heads. HyDE generates exactly "
-              f"{next(iter(results.values()))['hyde_new_tokens']} tokens per NQ query and embeds them with "
-              "all-MiniLM-L6-v2. Ratios come from one process each, so machine noise cancels within a row."]
+        lines.append(
+            f"| {r['backbone']} | {r['dtype']} | {r['threads']} | {r['encode_tokens_per_s']:.0f} | "
+            f"{r['bare_forward_tokens_per_s']:.0f} | {r['encode_vs_bare']:.3f} | "
+            f"{r['gen_queries_per_s']:.2f} | {r['hyde_queries_per_s']:.3f} | {r['gen_vs_hyde']:.1f}x | "
+            f"{r['peak_rss_mb']:.0f} |"
+        )
+    lines += [
+        "",
+        f"{next(iter(results.values()))['passages']} Wikipedia passages (about 100 words) encoded as "
+        "documents, length-sorted batches; the bare forward runs the decoder over the same padded batches "
+        "without the special tokens or the heads. HyDE generates exactly "
+        f"{next(iter(results.values()))['hyde_new_tokens']} tokens per NQ query and embeds them with "
+        "all-MiniLM-L6-v2. Ratios come from one process each, so machine noise cancels within a row.",
+    ]
     return "\n".join(lines) + "\n"
 
 
-def run(backbones: list[str], passages: int = 64, queries: int = 16, batch_size: int = 16,
-        out: Path = ROOT / "benchmarks" / "results", data_dir: Path = DATA) -> dict:
+def run(
+    backbones: list[str],
+    passages: int = 64,
+    queries: int = 16,
+    batch_size: int = 16,
+    out: Path = ROOT / "benchmarks" / "results",
+    data_dir: Path = DATA,
+) -> dict:
     """Measure each backbone in a child process, merge into ``out``/encode_throughput.{json,md}, print the table."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / "encode_throughput.json"
     results = json.loads(path.read_text())["results"] if path.exists() else {}
     for b in backbones:
-        cmd = [sys.executable, "-m", "benchmarks.encode_throughput", "--child", "--backbone", b, "--passages",
-               str(passages), "--queries", str(queries), "--batch-size", str(batch_size), "--data-dir",
-               str(data_dir)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "benchmarks.encode_throughput",
+            "--child",
+            "--backbone",
+            b,
+            "--passages",
+            str(passages),
+            "--queries",
+            str(queries),
+            "--batch-size",
+            str(batch_size),
+            "--data-dir",
+            str(data_dir),
+        ]
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"benchmark for {b} failed:\n{proc.stderr[-3000:]}")
         results[b] = json.loads(proc.stdout.strip().splitlines()[-1])
-    command = "python -m benchmarks.encode_throughput " + " ".join(f"--backbone {b}" for b in backbones) + \
-        f" --passages {passages} --queries {queries} --batch-size {batch_size}"
+    command = (
+        "python -m benchmarks.encode_throughput "
+        + " ".join(f"--backbone {b}" for b in backbones)
+        + f" --passages {passages} --queries {queries} --batch-size {batch_size}"
+    )
     path.write_text(json.dumps({"command": command, "results": results}, indent=2) + "\n")
     md = _markdown(results, command)
     (out / "encode_throughput.md").write_text(md)

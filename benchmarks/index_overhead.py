@@ -23,8 +23,19 @@ DATA = ROOT.parent / "shared" / "data"
 
 
 def measure(backend: str, corpus: Path, backbone: str, workdir: Path) -> dict:
-    cmd = [sys.executable, "-m", "genretrieval.cli", "index", str(corpus), "--backend", backend, "--index-dir",
-           str(workdir / f"idx-{backend}"), "--backbone", backbone]
+    cmd = [
+        sys.executable,
+        "-m",
+        "genretrieval.cli",
+        "index",
+        str(corpus),
+        "--backend",
+        backend,
+        "--index-dir",
+        str(workdir / f"idx-{backend}"),
+        "--backbone",
+        backbone,
+    ]
     t = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     wall = time.perf_counter() - t
@@ -33,8 +44,15 @@ def measure(backend: str, corpus: Path, backbone: str, workdir: Path) -> dict:
     summary = proc.stderr.strip().splitlines()[-1]
     m = re.search(r"(\d+) chunks: .* ([\d.]+)s \(([\d.]+)s encoding\)", summary)
     chunks, add_s, encode_s = int(m.group(1)), float(m.group(2)), float(m.group(3))
-    return {"backend": backend, "chunks": chunks, "wall_s": wall, "add_s": add_s, "encode_s": encode_s,
-            "non_encoding_share": (wall - encode_s) / wall, "add_non_encoding_share": (add_s - encode_s) / add_s}
+    return {
+        "backend": backend,
+        "chunks": chunks,
+        "wall_s": wall,
+        "add_s": add_s,
+        "encode_s": encode_s,
+        "non_encoding_share": (wall - encode_s) / wall,
+        "add_non_encoding_share": (add_s - encode_s) / add_s,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -51,14 +69,25 @@ def main(argv: list[str] | None = None) -> None:
                 out.write(line)
         rows = [measure(b, corpus, a.backbone, tmp) for b in ("faiss", "qdrant")]
     command = f"python -m benchmarks.index_overhead --passages {a.passages} --backbone {a.backbone}"
-    lines = ["# `genret index` time outside encoding", "", f"Command: `{command}`", "",
-             "| backend | chunks | process wall s | Index.add s | encoding s | non-encoding share of wall "
-             "(target <= 10%) | non-encoding share of Index.add |", "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "# `genret index` time outside encoding",
+        "",
+        f"Command: `{command}`",
+        "",
+        "| backend | chunks | process wall s | Index.add s | encoding s | non-encoding share of wall "
+        "(target <= 10%) | non-encoding share of Index.add |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        lines.append(f"| {r['backend']} | {r['chunks']} | {r['wall_s']:.1f} | {r['add_s']:.1f} | {r['encode_s']:.1f} "
-                     f"| {100 * r['non_encoding_share']:.1f}% | {100 * r['add_non_encoding_share']:.1f}% |")
-    lines += ["", "Wall time is the whole `genret index` process (Python start-up, imports, backbone load from the "
-              "safetensors cache, chunking, embedding, store writes, flushes)."]
+        lines.append(
+            f"| {r['backend']} | {r['chunks']} | {r['wall_s']:.1f} | {r['add_s']:.1f} | {r['encode_s']:.1f} "
+            f"| {100 * r['non_encoding_share']:.1f}% | {100 * r['add_non_encoding_share']:.1f}% |"
+        )
+    lines += [
+        "",
+        "Wall time is the whole `genret index` process (Python start-up, imports, backbone load from the "
+        "safetensors cache, chunking, embedding, store writes, flushes).",
+    ]
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "index_overhead.json").write_text(json.dumps({"command": command, "results": rows}, indent=2) + "\n")
     (a.out / "index_overhead.md").write_text("\n".join(lines) + "\n")

@@ -62,8 +62,15 @@ def save_with_align(prep, state: tuple[torch.Tensor, torch.Tensor], directory: P
     with torch.no_grad():
         model.align.weight.copy_(state[0])
         model.align.bias.copy_(state[1])
-        cfg = replace(prep.adapter_cfg, trained=True, provenance={"stage": "readout", "responses_used": rows,
-                                                                  "note": "data-curve point of the read-out ablation"})
+        cfg = replace(
+            prep.adapter_cfg,
+            trained=True,
+            provenance={
+                "stage": "readout",
+                "responses_used": rows,
+                "note": "data-curve point of the read-out ablation",
+            },
+        )
         save_adapter(model, cfg, directory)
         model.align.weight.copy_(keep[0])
         model.align.bias.copy_(keep[1])
@@ -80,15 +87,33 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--init-adapter", default="shipped")
     ap.add_argument("--num-threads", type=int, default=None)
     ap.add_argument("--out", default="benchmarks/results")
-    ap.add_argument("--save-curve", default=None,
-                    help="also write the adapter of each data-curve row here (curve-<rows>/), for genret eval")
+    ap.add_argument(
+        "--save-curve",
+        default=None,
+        help="also write the adapter of each data-curve row here (curve-<rows>/), for genret eval",
+    )
     args = ap.parse_args(argv)
-    cfg = TrainConfig(queries=args.queries, out=args.run, backbone=args.backbone, stages=["readout"],
-                      init_adapter=args.init_adapter, num_threads=args.num_threads)
+    cfg = TrainConfig(
+        queries=args.queries,
+        out=args.run,
+        backbone=args.backbone,
+        stages=["readout"],
+        init_adapter=args.init_adapter,
+        num_threads=args.num_threads,
+    )
     quiet = lambda *_: None  # noqa: E731
     prep = prepare(cfg, progress=False, log=quiet)
-    data = readout_data(cfg, prep.model, prep.tokenizer, prep.adapter_cfg, prep.rows, prep.targets, Path(args.run),
-                        progress=False, log=quiet)
+    data = readout_data(
+        cfg,
+        prep.model,
+        prep.tokenizer,
+        prep.adapter_cfg,
+        prep.rows,
+        prep.targets,
+        Path(args.run),
+        progress=False,
+        log=quiet,
+    )
     held = data.held
     rows = []
 
@@ -109,17 +134,22 @@ def main(argv: list[str] | None = None) -> int:
         if args.save_curve:
             save_with_align(prep, best["state"], Path(args.save_curve) / f"curve-{len(sub)}", len(sub))
     own = Linear(prep.model.align.weight.detach().float().cpu(), prep.model.align.bias.detach().float().cpu())
-    record("the init adapter's own read-out",
-           retrieval_scores(own, data.q[held], data.p[held], data.t[held]))
+    record("the init adapter's own read-out", retrieval_scores(own, data.q[held], data.p[held], data.t[held]))
     tr = data.train
     fitted = ridge(np.concatenate([data.q[tr], data.p[tr]]), np.concatenate([data.t[tr], data.t[tr]]))
-    record("ridge read-out on queries + passages (MSE-optimal)",
-           retrieval_scores(fitted, data.q[held], data.p[held], data.t[held]))
+    record(
+        "ridge read-out on queries + passages (MSE-optimal)",
+        retrieval_scores(fitted, data.q[held], data.p[held], data.t[held]),
+    )
     from genretrieval.encoder.teacher import TeacherEncoder
 
     teacher = TeacherEncoder()
-    cut = prep.tokenizer([prep.rows[i]["response"] for i in held], truncation=True, max_length=cfg.max_passage_tokens,
-                         add_special_tokens=False)["input_ids"]
+    cut = prep.tokenizer(
+        [prep.rows[i]["response"] for i in held],
+        truncation=True,
+        max_length=cfg.max_passage_tokens,
+        add_special_tokens=False,
+    )["input_ids"]
     tq = teacher.encode([prep.rows[i]["query"] for i in held], normalize=False)
     tp = teacher.encode([prep.tokenizer.decode(c, skip_special_tokens=True) for c in cut], normalize=False)
     ident = torch.nn.Identity()
@@ -131,12 +161,19 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m benchmarks.readout_ablation " + " ".join(argv if argv is not None else sys.argv[1:])
     report = {"command": command, "heldout_rows": int(len(held)), "training_rows": int(len(tr)), "rows": rows}
     (out / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
-    lines = [f"# Read-out ablation, {prep.adapter_cfg.backbone}", "",
-             f"{len(held)} held-out training rows (each query retrieves its own answer, read as a passage, among "
-             f"theirs; near-duplicate answers do not count against it); {len(tr)} training rows.", "",
-             "| system | nDCG@10 | MRR@10 | cosine to teacher | epoch |", "|---|---:|---:|---:|---:|"]
-    lines += [f"| {r['system']} | {r['ndcg@10']:.3f} | {r['mrr@10']:.3f} | {r['cos']:.3f} | {r.get('epoch', '')} |"
-              for r in rows]
+    lines = [
+        f"# Read-out ablation, {prep.adapter_cfg.backbone}",
+        "",
+        f"{len(held)} held-out training rows (each query retrieves its own answer, read as a passage, among "
+        f"theirs; near-duplicate answers do not count against it); {len(tr)} training rows.",
+        "",
+        "| system | nDCG@10 | MRR@10 | cosine to teacher | epoch |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {r['system']} | {r['ndcg@10']:.3f} | {r['mrr@10']:.3f} | {r['cos']:.3f} | {r.get('epoch', '')} |"
+        for r in rows
+    ]
     lines += ["", f"Command: `{command}`", ""]
     (out / f"{name}.md").write_text("\n".join(lines))
     print("\n".join(lines))

@@ -77,8 +77,9 @@ def write_corpus(path: Path, n: int, words: tuple[str, ...]) -> None:
     """N records of 24 words from the tiny tokenizer's vocabulary, with a filterable field: one chunk each."""
     with path.open("w") as f:
         for i, text in enumerate(texts(n, words, 24, seed=n)):
-            f.write(json.dumps({"id": f"r{i}", "title": f"record {i}", "text": text, "lang": "en fr".split()[i % 2]})
-                    + "\n")
+            f.write(
+                json.dumps({"id": f"r{i}", "title": f"record {i}", "text": text, "lang": "en fr".split()[i % 2]}) + "\n"
+            )
 
 
 # ------------------------------------------------------------------------------------------- stages
@@ -105,8 +106,14 @@ def embed(encoder, corpus: Path, out: Path) -> dict:
         seconds = time.perf_counter() - t0
     finally:
         del encoder.encode_documents
-    return {"chunks": stats.chunks, "parts": stats.parts, "seconds": seconds, "encode_s": sum(spent),
-            "other_s": seconds - sum(spent), "chunks_per_s": stats.chunks / seconds}
+    return {
+        "chunks": stats.chunks,
+        "parts": stats.parts,
+        "seconds": seconds,
+        "encode_s": sum(spent),
+        "other_s": seconds - sum(spent),
+        "chunks_per_s": stats.chunks / seconds,
+    }
 
 
 def load(embeddings: Path, where: Path, backend: str, url: str | None = None) -> dict:
@@ -114,8 +121,7 @@ def load(embeddings: Path, where: Path, backend: str, url: str | None = None) ->
     from genretrieval.embed import index_from_embeddings
 
     t0 = time.perf_counter()
-    stats, total = index_from_embeddings(embeddings, where, backend, url=url, rebuild=url is not None,
-                                         progress=False)
+    stats, total = index_from_embeddings(embeddings, where, backend, url=url, rebuild=url is not None, progress=False)
     seconds = time.perf_counter() - t0
     return {"chunks": total, "seconds": seconds, "rows_per_s": total / seconds}
 
@@ -143,8 +149,14 @@ def search(where: Path, queries: np.ndarray, url: str | None = None) -> dict:
     finally:
         idx.close()
     ms = 1000 * np.asarray(latencies)
-    return {"open_s": open_s, "p50_ms": float(np.median(ms)), "p99_ms": float(np.percentile(ms, 99)),
-            "mean_ms": float(ms.mean()), "batched_qps": len(queries) / batched_s, "queries": len(queries)}
+    return {
+        "open_s": open_s,
+        "p50_ms": float(np.median(ms)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "mean_ms": float(ms.mean()),
+        "batched_qps": len(queries) / batched_s,
+        "queries": len(queries),
+    }
 
 
 # ------------------------------------------------------------------------------------------- serving
@@ -162,8 +174,18 @@ def server(index: Path, log: Path, timeout: float = 300.0):
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("GENRET_API_TOKEN", None)  # searches only
-    cmd = [sys.executable, "-m", "genretrieval.cli", "serve", "--index-dir", str(index), "--port", str(port),
-           "--num-threads", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "genretrieval.cli",
+        "serve",
+        "--index-dir",
+        str(index),
+        "--port",
+        str(port),
+        "--num-threads",
+        "1",
+    ]
     with log.open("w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
     try:
@@ -214,9 +236,13 @@ def load_test(port: int, clients: int, requests: int, queries: list[str]) -> dic
     """``clients`` threads, each sending ``requests`` searches one after another on its own connection."""
     latencies: list[float] = []
     errors: list[str] = []
-    threads = [threading.Thread(target=_client, args=(port, [queries[(c * requests + i) % len(queries)]
-                                                             for i in range(requests)], latencies, errors))
-               for c in range(clients)]
+    threads = [
+        threading.Thread(
+            target=_client,
+            args=(port, [queries[(c * requests + i) % len(queries)] for i in range(requests)], latencies, errors),
+        )
+        for c in range(clients)
+    ]
     t0 = time.perf_counter()
     for t in threads:
         t.start()
@@ -224,9 +250,17 @@ def load_test(port: int, clients: int, requests: int, queries: list[str]) -> dic
         t.join()
     wall = time.perf_counter() - t0
     ms = 1000 * np.asarray(latencies)
-    return {"clients": clients, "requests": len(latencies), "errors": len(errors), "first_error": errors[:1],
-            "seconds": wall, "qps": len(latencies) / wall, "p50_ms": float(np.median(ms)),
-            "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean())}
+    return {
+        "clients": clients,
+        "requests": len(latencies),
+        "errors": len(errors),
+        "first_error": errors[:1],
+        "seconds": wall,
+        "qps": len(latencies) / wall,
+        "p50_ms": float(np.median(ms)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "mean_ms": float(ms.mean()),
+    }
 
 
 # ------------------------------------------------------------------------------------------- fitting and report
@@ -242,9 +276,11 @@ def exponent(sizes: list[int], values: list[float]) -> float | None:
 def fits(rows: list[dict], stores: list[str]) -> dict[str, dict]:
     """Exponent and end-to-end ratio of every measured series; for a Qdrant store, also below and above its
     exact-search threshold apart (exact search below it; above it a load ends by building an HNSW graph)."""
-    series = {"embed total": [(r["n"], r["embed"]["seconds"]) for r in rows],
-              "embed encoder": [(r["n"], r["embed"]["encode_s"]) for r in rows],
-              "embed outside encoder": [(r["n"], r["embed"]["other_s"]) for r in rows]}
+    series = {
+        "embed total": [(r["n"], r["embed"]["seconds"]) for r in rows],
+        "embed encoder": [(r["n"], r["embed"]["encode_s"]) for r in rows],
+        "embed outside encoder": [(r["n"], r["embed"]["other_s"]) for r in rows],
+    }
     for stage, key in (("load", "seconds"), ("search", "p50_ms")):
         for s in stores:
             points = [(r["n"], r[stage][s][key]) for r in rows]
@@ -258,8 +294,12 @@ def fits(rows: list[dict], stores: list[str]) -> dict[str, dict]:
     out = {}
     for name, points in series.items():
         sizes, values = [p[0] for p in points], [p[1] for p in points]
-        out[name] = {"exponent": exponent(sizes, values), "ratio": values[-1] / values[0],
-                     "n_ratio": sizes[-1] / sizes[0], "sizes": sizes}
+        out[name] = {
+            "exponent": exponent(sizes, values),
+            "ratio": values[-1] / values[0],
+            "n_ratio": sizes[-1] / sizes[0],
+            "sizes": sizes,
+        }
     return out
 
 
@@ -289,8 +329,10 @@ def environment(argv: list[str]) -> dict:
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "python": platform.python_version(),
         "machine": platform.machine(),
-        "versions": {p: version(p) for p in ("torch", "numpy", "pyarrow", "faiss-cpu", "qdrant-edge-py",
-                                             "qdrant-client", "fastapi", "uvicorn")},
+        "versions": {
+            p: version(p)
+            for p in ("torch", "numpy", "pyarrow", "faiss-cpu", "qdrant-edge-py", "qdrant-client", "fastapi", "uvicorn")
+        },
         "cpus": os.cpu_count(),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "nice": os.nice(0),
@@ -321,44 +363,73 @@ def report(payload: dict) -> str:
         f"one at a time in the store, k={K} (query encoding excluded: it does not depend on N).",
         "",
         "| chunks | embed s | of which encoder s | outside encoder s | embed chunks/s | "
-        + " | ".join(f"load {s} s | load {s} rows/s" for s in stores) + " | "
-        + " | ".join(f"{s} open s | {s} p50 ms | {s} p99 ms | {s} batched QPS" for s in stores) + " |",
+        + " | ".join(f"load {s} s | load {s} rows/s" for s in stores)
+        + " | "
+        + " | ".join(f"{s} open s | {s} p50 ms | {s} p99 ms | {s} batched QPS" for s in stores)
+        + " |",
         "|" + "---:|" * (5 + 2 * len(stores) + 4 * len(stores)),
     ]
     for r in rows:
         e = r["embed"]
-        cells = [f"{r['n']:,}", f"{e['seconds']:.1f}", f"{e['encode_s']:.1f}", f"{e['other_s']:.1f}",
-                 f"{e['chunks_per_s']:,.0f}"]
+        cells = [
+            f"{r['n']:,}",
+            f"{e['seconds']:.1f}",
+            f"{e['encode_s']:.1f}",
+            f"{e['other_s']:.1f}",
+            f"{e['chunks_per_s']:,.0f}",
+        ]
         cells += [x for s in stores for x in (f"{r['load'][s]['seconds']:.2f}", f"{r['load'][s]['rows_per_s']:,.0f}")]
-        cells += [x for s in stores for x in (f"{r['search'][s]['open_s']:.2f}", f"{r['search'][s]['p50_ms']:.2f}",
-                                              f"{r['search'][s]['p99_ms']:.2f}",
-                                              f"{r['search'][s]['batched_qps']:,.0f}")]
+        cells += [
+            x
+            for s in stores
+            for x in (
+                f"{r['search'][s]['open_s']:.2f}",
+                f"{r['search'][s]['p50_ms']:.2f}",
+                f"{r['search'][s]['p99_ms']:.2f}",
+                f"{r['search'][s]['batched_qps']:,.0f}",
+            )
+        ]
         md.append("| " + " | ".join(cells) + " |")
-    md += ["", "Least-squares fits of log(time) against log(N): time ~ N^exponent (1.0 = linear, 0 = flat):", "",
-           "| series | sizes | exponent | time ratio largest/smallest | N ratio |", "|---|---|---:|---:|---:|"]
+    md += [
+        "",
+        "Least-squares fits of log(time) against log(N): time ~ N^exponent (1.0 = linear, 0 = flat):",
+        "",
+        "| series | sizes | exponent | time ratio largest/smallest | N ratio |",
+        "|---|---|---:|---:|---:|",
+    ]
     for name, f in payload["fits"].items():
         exp = "n/a" if f["exponent"] is None else f"{f['exponent']:.2f}"
         sizes = f"{f['sizes'][0]:,}-{f['sizes'][-1]:,} ({len(f['sizes'])})"
         md.append(f"| {name} | {sizes} | {exp} | {f['ratio']:.1f}x | {f['n_ratio']:.1f}x |")
     ref = payload["reference"]
-    md += ["", f"How busy the machine was: one exact top-{K} search of a bare FAISS IndexFlatIP over 100k random "
-               f"384-d vectors took {ref['start_ms']:.1f} ms (median of 100) at the start of this run and "
-               f"{ref['end_ms']:.1f} ms at the end; the stores benchmark measured FAISS Flat at 100k at "
-               f"{STORES_QUIET_100K_MS} ms on a quiet machine (benchmarks/results/stores.md): this run's CPU-bound "
-               f"times are about {ref['start_ms'] / STORES_QUIET_100K_MS:.1f}x a quiet machine's, and other "
-               "workloads may be slowed by other factors, so read the exponents and ratios, not the absolutes."]
+    md += [
+        "",
+        f"How busy the machine was: one exact top-{K} search of a bare FAISS IndexFlatIP over 100k random "
+        f"384-d vectors took {ref['start_ms']:.1f} ms (median of 100) at the start of this run and "
+        f"{ref['end_ms']:.1f} ms at the end; the stores benchmark measured FAISS Flat at 100k at "
+        f"{STORES_QUIET_100K_MS} ms on a quiet machine (benchmarks/results/stores.md): this run's CPU-bound "
+        f"times are about {ref['start_ms'] / STORES_QUIET_100K_MS:.1f}x a quiet machine's, and other "
+        "workloads may be slowed by other factors, so read the exponents and ratios, not the absolutes.",
+    ]
     if (s := payload.get("serve")) is not None:
-        md += ["", f"## `genret serve` on loopback ({s['n']:,} chunks, FAISS Flat, tiny encoder, 1 torch thread)",
-               "", f"`genret serve` in its own process (uvicorn, one worker), searched over HTTP by client threads in "
-               f"the benchmark's process, each sending {s['requests_per_client']} POST /search (k={K}) one after "
-               "another on a kept-alive connection. The server serves one request at a time (a lock around the "
-               "encoder and the store), so more clients add queueing, not throughput; the clients and the server "
-               "share the 2 cores.", "",
-               "| clients | requests | errors | wall s | queries/s | p50 ms | p99 ms | mean ms |",
-               "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        md += [
+            "",
+            f"## `genret serve` on loopback ({s['n']:,} chunks, FAISS Flat, tiny encoder, 1 torch thread)",
+            "",
+            f"`genret serve` in its own process (uvicorn, one worker), searched over HTTP by client threads in "
+            f"the benchmark's process, each sending {s['requests_per_client']} POST /search (k={K}) one after "
+            "another on a kept-alive connection. The server serves one request at a time (a lock around the "
+            "encoder and the store), so more clients add queueing, not throughput; the clients and the server "
+            "share the 2 cores.",
+            "",
+            "| clients | requests | errors | wall s | queries/s | p50 ms | p99 ms | mean ms |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         for run in s["runs"]:
-            md.append(f"| {run['clients']} | {run['requests']} | {run['errors']} | {run['seconds']:.1f} | "
-                      f"{run['qps']:.1f} | {run['p50_ms']:.1f} | {run['p99_ms']:.1f} | {run['mean_ms']:.1f} |")
+            md.append(
+                f"| {run['clients']} | {run['requests']} | {run['errors']} | {run['seconds']:.1f} | "
+                f"{run['qps']:.1f} | {run['p50_ms']:.1f} | {run['p99_ms']:.1f} | {run['mean_ms']:.1f} |"
+            )
         md += ["", f"Server start to first answer (imports, tiny encoder, index open): {s['start_s']:.1f} s."]
     if payload.get("notes"):
         md += ["", *payload["notes"]]
@@ -374,10 +445,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", type=int, nargs="+", help=f"chunk counts (default {SIZES})")
     ap.add_argument("--quick", action="store_true", help=f"small sizes ({QUICK_SIZES}) and a short serve run")
     ap.add_argument("--queries", type=int, default=300, help="query vectors searched per store and size")
-    ap.add_argument("--url", help="also load into and search a Qdrant server at this URL (a collection per size, "
-                                  "dropped after)")
-    ap.add_argument("--serve-size", type=int, default=10_000,
-                    help="chunks in the index served (default 10,000; the largest size run if that is not one)")
+    ap.add_argument(
+        "--url", help="also load into and search a Qdrant server at this URL (a collection per size, dropped after)"
+    )
+    ap.add_argument(
+        "--serve-size",
+        type=int,
+        default=10_000,
+        help="chunks in the index served (default 10,000; the largest size run if that is not one)",
+    )
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--requests", type=int, help="requests per client (default 50, --quick 20)")
     ap.add_argument("--no-serve", action="store_true", help="skip the serving test")
@@ -402,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
         backbone, words = tiny_backbone(tmp / "backbone")
         encoder = load_encoder("gen", backbone=str(backbone), dtype="fp32", max_length=128, num_threads=1)
         query_texts = texts(max(args.queries, args.clients * requests), words, 8, seed=1)
-        queries = encoder.encode_queries(query_texts[:args.queries], batch_size=32)
+        queries = encoder.encode_queries(query_texts[: args.queries], batch_size=32)
         (tmp / "warm-up").mkdir()  # first forward passes, lazy imports: not part of the first size's time
         write_corpus(tmp / "warm-up" / "records.jsonl", 200, words)
         embed(encoder, tmp / "warm-up", tmp / "emb-warm-up")
@@ -428,31 +504,48 @@ def main(argv: list[str] | None = None) -> int:
                 p.unlink() if p.is_file() or p.is_symlink() else p.rmdir()
             rows.append(row)
             e = row["embed"]
-            print(f"{n:>7,} chunks: embed {e['seconds']:.1f}s ({e['encode_s']:.1f}s encoder); "
-                  + "; ".join(f"{s} load {row['load'][s]['seconds']:.2f}s, search p50 "
-                              f"{row['search'][s]['p50_ms']:.2f} ms" for s in stores), flush=True)
+            print(
+                f"{n:>7,} chunks: embed {e['seconds']:.1f}s ({e['encode_s']:.1f}s encoder); "
+                + "; ".join(
+                    f"{s} load {row['load'][s]['seconds']:.2f}s, search p50 {row['search'][s]['p50_ms']:.2f} ms"
+                    for s in stores
+                ),
+                flush=True,
+            )
         del encoder
         if not args.no_serve:
             t0 = time.perf_counter()
             with server(tmp / f"index-faiss-{serve_n}", tmp / "serve.log") as port:
                 start_s = time.perf_counter() - t0
-                runs = [load_test(port, 1, requests, query_texts),
-                        load_test(port, args.clients, requests, query_texts)]
+                runs = [load_test(port, 1, requests, query_texts), load_test(port, args.clients, requests, query_texts)]
             serve = {"n": serve_n, "requests_per_client": requests, "start_s": start_s, "runs": runs}
             for r in runs:
-                print(f"serve, {r['clients']} client(s): {r['qps']:.1f} queries/s, p50 {r['p50_ms']:.1f} ms, "
-                      f"p99 {r['p99_ms']:.1f} ms, {r['errors']} errors", flush=True)
+                print(
+                    f"serve, {r['clients']} client(s): {r['qps']:.1f} queries/s, p50 {r['p50_ms']:.1f} ms, "
+                    f"p99 {r['p99_ms']:.1f} ms, {r['errors']} errors",
+                    flush=True,
+                )
     reference["end_ms"] = reference_search()
     settings = {**vars(args), "out": str(args.out), "sizes": sizes, "requests": requests, "serve_size": serve_n}
-    payload = {"environment": env, "reference": reference, "settings": settings,
-               "stores": stores, "results": rows, "fits": fits(rows, stores), "serve": serve,
-               "seconds": time.perf_counter() - t_start, "load_average_end": os.getloadavg()}
+    payload = {
+        "environment": env,
+        "reference": reference,
+        "settings": settings,
+        "stores": stores,
+        "results": rows,
+        "fits": fits(rows, stores),
+        "serve": serve,
+        "seconds": time.perf_counter() - t_start,
+        "load_average_end": os.getloadavg(),
+    }
     print()
     for name, f in payload["fits"].items():
         exp = "n/a" if f["exponent"] is None else f"{f['exponent']:.2f}"
         print(f"{name:>34}: exponent {exp}, {f['ratio']:.1f}x the time for {f['n_ratio']:.1f}x the chunks")
-    print(f"reference search {reference['start_ms']:.1f} ms at the start, {reference['end_ms']:.1f} ms at the end "
-          f"({STORES_QUIET_100K_MS} ms on a quiet machine)")
+    print(
+        f"reference search {reference['start_ms']:.1f} ms at the start, {reference['end_ms']:.1f} ms at the end "
+        f"({STORES_QUIET_100K_MS} ms on a quiet machine)"
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "scale.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
     (args.out / "scale.md").write_text(report(payload))

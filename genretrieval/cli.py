@@ -19,10 +19,15 @@ import typer
 
 from .errors import GenRetError
 
-app = typer.Typer(help="Retrieval with generative embeddings (LLM2Vec-Gen).", no_args_is_help=True,
-                  pretty_exceptions_enable=False, add_completion=False)
-eval_app = typer.Typer(help="Quality benchmarks: AdvBench-IR (safety), BRIGHT (reasoning), BEIR-format sets.",
-                       no_args_is_help=True)
+app = typer.Typer(
+    help="Retrieval with generative embeddings (LLM2Vec-Gen).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+eval_app = typer.Typer(
+    help="Quality benchmarks: AdvBench-IR (safety), BRIGHT (reasoning), BEIR-format sets.", no_args_is_help=True
+)
 app.add_typer(eval_app, name="eval")
 
 
@@ -61,17 +66,26 @@ def user_errors(fn: Callable) -> Callable:
 
 # Options shared by every command that builds an encoder.
 EncoderOpt = Annotated[EncoderKind, typer.Option("--encoder", help="gen (generative) or teacher (MiniLM).")]
-BackboneOpt = Annotated[Optional[str], typer.Option(
-    envvar="GENRET_BACKBONE", help="Registry name, local model path or Hugging Face id.")]
+BackboneOpt = Annotated[
+    Optional[str], typer.Option(envvar="GENRET_BACKBONE", help="Registry name, local model path or Hugging Face id.")
+]
 AdapterOpt = Annotated[Optional[Path], typer.Option(help="Adapter directory (default: the shipped one).")]
 DeviceOpt = Annotated[Optional[str], typer.Option(envvar="GENRET_DEVICE", help="auto, cpu, cuda, cuda:N.")]
 DtypeOpt = Annotated[Optional[str], typer.Option(help="auto, bf16, fp16 or fp32.")]
 ThreadsOpt = Annotated[Optional[int], typer.Option(envvar="GENRET_NUM_THREADS", help="CPU threads for torch.")]
-TrustOpt = Annotated[bool, typer.Option(
-    "--trust-remote-code", help="Allow a Hugging Face backbone to run its own model code (never stored in an "
-                                "index's manifest).")]
-BatchOpt = Annotated[int, typer.Option(min=1, help="Texts per forward pass: more is faster until memory runs out; "
-                                                   "the vectors do not depend on it.")]
+TrustOpt = Annotated[
+    bool,
+    typer.Option(
+        "--trust-remote-code",
+        help="Allow a Hugging Face backbone to run its own model code (never stored in an index's manifest).",
+    ),
+]
+BatchOpt = Annotated[
+    int,
+    typer.Option(
+        min=1, help="Texts per forward pass: more is faster until memory runs out; the vectors do not depend on it."
+    ),
+]
 
 
 def read_inputs(values: list[str] | None) -> list[str]:
@@ -103,8 +117,15 @@ def encode(
     items = read_inputs(texts)
     if not items:
         raise GenRetError("no texts given (pass them as arguments or on stdin)")
-    enc = load_encoder(encoder.value, backbone=backbone, adapter=adapter, device=device, dtype=dtype,
-                       num_threads=num_threads, trust_remote_code=trust_remote_code)
+    enc = load_encoder(
+        encoder.value,
+        backbone=backbone,
+        adapter=adapter,
+        device=device,
+        dtype=dtype,
+        num_threads=num_threads,
+        trust_remote_code=trust_remote_code,
+    )
     fn = enc.encode_documents if document else enc.encode_queries
     vectors = fn(items, task=task, batch_size=batch_size, normalize=normalize, progress=len(items) > batch_size)
     for text, vec in zip(items, vectors):
@@ -132,27 +153,50 @@ def explain(
 
     if not text.strip():
         raise GenRetError("empty text")
-    enc = load_encoder("gen", backbone=backbone, adapter=adapter, device=device, dtype=dtype, num_threads=num_threads,
-                       trust_remote_code=trust_remote_code)
+    enc = load_encoder(
+        "gen",
+        backbone=backbone,
+        adapter=adapter,
+        device=device,
+        dtype=dtype,
+        num_threads=num_threads,
+        trust_remote_code=trust_remote_code,
+    )
     assert isinstance(enc, GenEncoder)  # what load_encoder("gen") returns
     generated = None
     if decodes(enc.config):
         (generated,) = decode(enc, [text], task, not document, max_new_tokens)
     else:
         typer.echo(f"note: {NO_DECODING}", err=True)
-    typer.echo(json.dumps({"text": text, "decoded": generated,
-                           "logit_lens": logit_lens(enc, text, task, not document, top)}, ensure_ascii=False))
+    typer.echo(
+        json.dumps(
+            {"text": text, "decoded": generated, "logit_lens": logit_lens(enc, text, task, not document, top)},
+            ensure_ascii=False,
+        )
+    )
 
 
-IndexNameOpt = Annotated[Optional[str], typer.Option("--index", envvar="GENRET_INDEX",
-                                                     help="Index name under ./indexes/ (default: default).")]
+IndexNameOpt = Annotated[
+    Optional[str],
+    typer.Option("--index", envvar="GENRET_INDEX", help="Index name under ./indexes/ (default: default)."),
+]
 IndexDirOpt = Annotated[Optional[Path], typer.Option(help="Index directory (overrides --index).")]
-UrlOpt = Annotated[Optional[str], typer.Option(
-    envvar="GENRET_URL", help="Qdrant server of an index kept on one; QDRANT_API_KEY is sent only to a server named "
-                              "here, never to the URL in an index's manifest.")]
-FilterOpt = Annotated[Optional[list[str]], typer.Option(
-    "--filter", help="key=value payload filter; repeat. source= takes the path as stored (relative to the corpus "
-                     "root) or as a path from here.")]
+UrlOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        envvar="GENRET_URL",
+        help="Qdrant server of an index kept on one; QDRANT_API_KEY is sent only to a server named "
+        "here, never to the URL in an index's manifest.",
+    ),
+]
+FilterOpt = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--filter",
+        help="key=value payload filter; repeat. source= takes the path as stored (relative to the corpus "
+        "root) or as a path from here.",
+    ),
+]
 
 
 class Backend(str, Enum):
@@ -185,8 +229,10 @@ def _existing_index(index: str | None, index_dir: Path | None) -> Path:
 
     where = resolve_dir(index, index_dir)
     if index_dir is None and not (where / MANIFEST).exists():
-        raise GenRetError(f"no index named '{where.name}' at {where.absolute()} (names are looked up in ./indexes/ "
-                          "of the current folder; use --index-dir for an index elsewhere)")
+        raise GenRetError(
+            f"no index named '{where.name}' at {where.absolute()} (names are looked up in ./indexes/ "
+            "of the current folder; use --index-dir for an index elsewhere)"
+        )
     return where
 
 
@@ -196,8 +242,9 @@ def _no_source_note(idx, where: dict | None) -> str | None:
         return None
     root = idx.manifest.corpus
     shown = ", ".join(repr(v) for v in dict.fromkeys(where["source"]) if isinstance(v, str))
-    return (f"note: no chunk has source {shown}; sources are stored relative to the corpus root"
-            + (f" {root} (or give the path from the current folder)" if root else ""))
+    return f"note: no chunk has source {shown}; sources are stored relative to the corpus root" + (
+        f" {root} (or give the path from the current folder)" if root else ""
+    )
 
 
 def _source(ctx: typer.Context, name: str) -> str:
@@ -211,26 +258,44 @@ def _source(ctx: typer.Context, name: str) -> str:
 def index_cmd(
     ctx: typer.Context,
     path: Annotated[Optional[Path], typer.Argument(help="Corpus file or directory (none with --from-embeddings).")] = (
-        None),
-    backend: Annotated[Backend, typer.Option(
-        envvar="GENRET_BACKEND", help="Vector store of a new index (an existing one keeps its own).")] = Backend.qdrant,
+        None
+    ),
+    backend: Annotated[
+        Backend,
+        typer.Option(envvar="GENRET_BACKEND", help="Vector store of a new index (an existing one keeps its own)."),
+    ] = Backend.qdrant,
     index: IndexNameOpt = None,
     index_dir: IndexDirOpt = None,
-    url: Annotated[Optional[str], typer.Option(
-        envvar="GENRET_URL", help="Qdrant server URL (else embedded); QDRANT_API_KEY is sent only to a server named "
-                                  "here.")] = None,
+    url: Annotated[
+        Optional[str],
+        typer.Option(
+            envvar="GENRET_URL",
+            help="Qdrant server URL (else embedded); QDRANT_API_KEY is sent only to a server named here.",
+        ),
+    ] = None,
     faiss_index: Annotated[str, typer.Option(help="FAISS factory string, e.g. Flat, HNSW32, IVF1024,PQ48.")] = "Flat",
     shards: Annotated[Optional[int], typer.Option(min=1, help="Shards of a new Qdrant server collection.")] = None,
-    replicas: Annotated[Optional[int], typer.Option(min=1, help="Replication factor of a new Qdrant server "
-                                                               "collection.")] = None,
-    rebuild: Annotated[bool, typer.Option(
-        "--rebuild", help="Remove the index's own manifest and store (on a server, its collection) and build it "
-                          "again; options not given keep the index's values.")] = False,
-    from_embeddings: Annotated[Optional[Path], typer.Option(
-        help="Bulk-load the Parquet files `genret embed` wrote to this folder instead of embedding a corpus; the "
-             "encoder, task and chunking come from the files.")] = None,
-    parallel: Annotated[int, typer.Option(min=1, help="With --from-embeddings: upload processes to a Qdrant "
-                                                      "server.")] = 4,
+    replicas: Annotated[
+        Optional[int], typer.Option(min=1, help="Replication factor of a new Qdrant server collection.")
+    ] = None,
+    rebuild: Annotated[
+        bool,
+        typer.Option(
+            "--rebuild",
+            help="Remove the index's own manifest and store (on a server, its collection) and build it "
+            "again; options not given keep the index's values.",
+        ),
+    ] = False,
+    from_embeddings: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="Bulk-load the Parquet files `genret embed` wrote to this folder instead of embedding a corpus; the "
+            "encoder, task and chunking come from the files."
+        ),
+    ] = None,
+    parallel: Annotated[
+        int, typer.Option(min=1, help="With --from-embeddings: upload processes to a Qdrant server.")
+    ] = 4,
     encoder: EncoderOpt = EncoderKind.gen,
     backbone: BackboneOpt = None,
     adapter: AdapterOpt = None,
@@ -239,13 +304,17 @@ def index_cmd(
     overlap: Annotated[int, typer.Option(min=0, help="Tokens shared by consecutive chunks.")] = 32,
     batch_size: BatchOpt = 16,
     sync: Annotated[bool, typer.Option(help="Also delete chunks of files that disappeared.")] = False,
-    follow_symlinks: Annotated[bool, typer.Option(
-        help="Follow symlinks that lead out of the corpus folder (default: skip and count them).")] = False,
-    id_field: Annotated[str, typer.Option(
-        help="Record files (.jsonl, .json, .csv, .parquet): the field holding each record's id.")] = "id",
+    follow_symlinks: Annotated[
+        bool, typer.Option(help="Follow symlinks that lead out of the corpus folder (default: skip and count them).")
+    ] = False,
+    id_field: Annotated[
+        str, typer.Option(help="Record files (.jsonl, .json, .csv, .parquet): the field holding each record's id.")
+    ] = "id",
     title_field: Annotated[str, typer.Option(help="Record files: the field holding the title.")] = "title",
-    text_field: Annotated[str, typer.Option(
-        help="Record files: the field holding the text (other scalar fields become filterable metadata).")] = "text",
+    text_field: Annotated[
+        str,
+        typer.Option(help="Record files: the field holding the text (other scalar fields become filterable metadata)."),
+    ] = "text",
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
     num_threads: ThreadsOpt = None,
@@ -272,22 +341,51 @@ def index_cmd(
     settings.backend, settings.encoder = backend.value, encoder.value
     settings.adapter = str(adapter) if adapter else None
     stats, total = build_index(
-        where, settings, corpus=path, embeddings=from_embeddings, rebuild=rebuild, sync=sync, parallel=parallel,
+        where,
+        settings,
+        corpus=path,
+        embeddings=from_embeddings,
+        rebuild=rebuild,
+        sync=sync,
+        parallel=parallel,
         given={n for n in names if _source(ctx, n) == "COMMANDLINE"},
         # Only a server named by --url or GENRET_URL gets the API key; a manifest's URL is used without it.
         named_url=url if _source(ctx, "url") != "DEFAULT" else None,
-        batch_size=batch_size, follow_symlinks=follow_symlinks, device=device, dtype=dtype, num_threads=num_threads,
-        trust_remote_code=trust_remote_code)
+        batch_size=batch_size,
+        follow_symlinks=follow_symlinks,
+        device=device,
+        dtype=dtype,
+        num_threads=num_threads,
+        trust_remote_code=trust_remote_code,
+    )
     source = f" from {from_embeddings}" if from_embeddings is not None else ""
     encoding = f" ({stats.encode_seconds:.1f}s encoding)" if from_embeddings is None else ""
-    typer.echo(f"{where}: {stats.files} files, {stats.chunks} chunks{source}: {stats.added} added, {stats.updated} "
-               f"updated, {stats.skipped} unchanged, {stats.deleted} deleted; {total} in index; "
-               f"{stats.seconds:.1f}s{encoding}" + (f"; {stats.notes}" if stats.notes else ""), err=True)
+    typer.echo(
+        f"{where}: {stats.files} files, {stats.chunks} chunks{source}: {stats.added} added, {stats.updated} "
+        f"updated, {stats.skipped} unchanged, {stats.deleted} deleted; {total} in index; "
+        f"{stats.seconds:.1f}s{encoding}" + (f"; {stats.notes}" if stats.notes else ""),
+        err=True,
+    )
 
 
 # `genret index` options that --from-embeddings takes from the files instead.
-FROM_FILES = ("encoder", "backbone", "adapter", "task", "chunk_size", "overlap", "id_field", "title_field",
-              "text_field", "follow_symlinks", "batch_size", "device", "dtype", "num_threads", "trust_remote_code")
+FROM_FILES = (
+    "encoder",
+    "backbone",
+    "adapter",
+    "task",
+    "chunk_size",
+    "overlap",
+    "id_field",
+    "title_field",
+    "text_field",
+    "follow_symlinks",
+    "batch_size",
+    "device",
+    "dtype",
+    "num_threads",
+    "trust_remote_code",
+)
 
 
 def _check_embeddings_options(ctx: typer.Context, path: Optional[Path]) -> None:
@@ -296,8 +394,10 @@ def _check_embeddings_options(ctx: typer.Context, path: Optional[Path]) -> None:
         raise GenRetError("give either a corpus PATH or --from-embeddings DIR, not both")
     given = [n for n in FROM_FILES if _source(ctx, n) == "COMMANDLINE"]
     if given:
-        raise GenRetError(f"--{given[0].replace('_', '-')} does not apply with --from-embeddings: the files record "
-                          "the encoder, task and chunking they were made with")
+        raise GenRetError(
+            f"--{given[0].replace('_', '-')} does not apply with --from-embeddings: the files record "
+            "the encoder, task and chunking they were made with"
+        )
 
 
 class _RayOption(typer.core.TyperCommand):
@@ -316,31 +416,54 @@ class _RayOption(typer.core.TyperCommand):
 @user_errors
 def embed_cmd(
     path: Annotated[Path, typer.Argument(help="Corpus file or directory.")],
-    out: Annotated[Path, typer.Option("--out", help="Folder for the Parquet files (one or more per corpus file; "
-                                                    "a re-run skips files already embedded).")],
-    ray: Annotated[Optional[str], typer.Option(
-        "--ray", metavar="[ADDRESS]", help="Run on Ray (pip install 'genretrieval\\[ray]'): alone (after PATH), a "
-                                           "local cluster on this machine's CPUs; with an address (auto, "
-                                           "ray://HOST:PORT), an existing cluster. One encoder per GPU (or per "
-                                           "CPU worker without GPUs).")] = None,
-    workers: Annotated[Optional[int], typer.Option(
-        min=1, help="With --ray: encoder workers (default: one per GPU; without GPUs, one per 4 CPUs, or per "
-                    "--num-threads CPUs).")] = None,
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            help="Folder for the Parquet files (one or more per corpus file; a re-run skips files already embedded).",
+        ),
+    ],
+    ray: Annotated[
+        Optional[str],
+        typer.Option(
+            "--ray",
+            metavar="[ADDRESS]",
+            help="Run on Ray (pip install 'genretrieval\\[ray]'): alone (after PATH), a "
+            "local cluster on this machine's CPUs; with an address (auto, "
+            "ray://HOST:PORT), an existing cluster. One encoder per GPU (or per "
+            "CPU worker without GPUs).",
+        ),
+    ] = None,
+    workers: Annotated[
+        Optional[int],
+        typer.Option(
+            min=1,
+            help="With --ray: encoder workers (default: one per GPU; without GPUs, one per 4 CPUs, or per "
+            "--num-threads CPUs).",
+        ),
+    ] = None,
     encoder: EncoderOpt = EncoderKind.gen,
     backbone: BackboneOpt = None,
     adapter: AdapterOpt = None,
-    task: Annotated[Optional[str], typer.Option(help="Instruction preset for documents (default: retrieval, or what "
-                                                     "the folder was made with).")] = None,
-    chunk_size: Annotated[Optional[int], typer.Option(min=8, help="Tokens per chunk (default: 256, at most what the "
-                                                                  "encoder reads).")] = None,
-    overlap: Annotated[Optional[int], typer.Option(min=0, help="Tokens shared by consecutive chunks (default "
-                                                               "32).")] = None,
-    part_documents: Annotated[Optional[int], typer.Option(
-        min=1, help="Documents per Parquet part: the unit of resuming and of work on Ray (default 1000).")] = None,
+    task: Annotated[
+        Optional[str],
+        typer.Option(help="Instruction preset for documents (default: retrieval, or what the folder was made with)."),
+    ] = None,
+    chunk_size: Annotated[
+        Optional[int], typer.Option(min=8, help="Tokens per chunk (default: 256, at most what the encoder reads).")
+    ] = None,
+    overlap: Annotated[
+        Optional[int], typer.Option(min=0, help="Tokens shared by consecutive chunks (default 32).")
+    ] = None,
+    part_documents: Annotated[
+        Optional[int],
+        typer.Option(min=1, help="Documents per Parquet part: the unit of resuming and of work on Ray (default 1000)."),
+    ] = None,
     batch_size: BatchOpt = 16,
     sync: Annotated[bool, typer.Option(help="Also remove the parts of files that disappeared.")] = False,
-    follow_symlinks: Annotated[bool, typer.Option(
-        help="Follow symlinks that lead out of the corpus folder (default: skip and count them).")] = False,
+    follow_symlinks: Annotated[
+        bool, typer.Option(help="Follow symlinks that lead out of the corpus folder (default: skip and count them).")
+    ] = False,
     id_field: Annotated[Optional[str], typer.Option(help="Record files: the field holding each record's id.")] = None,
     title_field: Annotated[Optional[str], typer.Option(help="Record files: the field holding the title.")] = None,
     text_field: Annotated[Optional[str], typer.Option(help="Record files: the field holding the text.")] = None,
@@ -354,23 +477,48 @@ def embed_cmd(
     from .embed import embed_corpus, embed_corpus_ray
     from .encoder.spec import EncoderSpec
 
-    spec = {**EncoderSpec(encoder.value, backbone, str(adapter) if adapter else None).resolved().to_dict(),
-            "device": device, "dtype": dtype, "num_threads": num_threads, "trust_remote_code": trust_remote_code}
+    spec = {
+        **EncoderSpec(encoder.value, backbone, str(adapter) if adapter else None).resolved().to_dict(),
+        "device": device,
+        "dtype": dtype,
+        "num_threads": num_threads,
+        "trust_remote_code": trust_remote_code,
+    }
     settings: dict[str, typing.Any] = {
-        "task": task, "chunk_size": chunk_size, "overlap": overlap, "part_documents": part_documents,
-        "id_field": id_field, "title_field": title_field, "text_field": text_field}
+        "task": task,
+        "chunk_size": chunk_size,
+        "overlap": overlap,
+        "part_documents": part_documents,
+        "id_field": id_field,
+        "title_field": title_field,
+        "text_field": text_field,
+    }
     if ray is None:
         if workers is not None:
             raise GenRetError("--workers applies to --ray")
-        stats = embed_corpus(path, out, encoder_spec=spec, batch_size=batch_size, sync=sync,
-                             follow_symlinks=follow_symlinks, **settings)
+        stats = embed_corpus(
+            path, out, encoder_spec=spec, batch_size=batch_size, sync=sync, follow_symlinks=follow_symlinks, **settings
+        )
     else:
-        stats = embed_corpus_ray(path, out, spec, address=None if ray == "local" else ray, workers=workers,
-                                 batch_size=batch_size, sync=sync, follow_symlinks=follow_symlinks, **settings)
-    typer.echo(f"{out}: {stats.files} files: {stats.skipped} already embedded, {stats.embedded_files} written "
-               f"({stats.parts} parts, {stats.chunks} chunks, {stats.embedded} embedded"
-               + (f", on {stats.workers} Ray workers" if ray is not None else "") + f"); {stats.removed} parts "
-               f"removed; {stats.seconds:.1f}s" + (f"; {stats.notes}" if stats.notes else ""), err=True)
+        stats = embed_corpus_ray(
+            path,
+            out,
+            spec,
+            address=None if ray == "local" else ray,
+            workers=workers,
+            batch_size=batch_size,
+            sync=sync,
+            follow_symlinks=follow_symlinks,
+            **settings,
+        )
+    typer.echo(
+        f"{out}: {stats.files} files: {stats.skipped} already embedded, {stats.embedded_files} written "
+        f"({stats.parts} parts, {stats.chunks} chunks, {stats.embedded} embedded"
+        + (f", on {stats.workers} Ray workers" if ray is not None else "")
+        + f"); {stats.removed} parts "
+        f"removed; {stats.seconds:.1f}s" + (f"; {stats.notes}" if stats.notes else ""),
+        err=True,
+    )
 
 
 @app.command()
@@ -382,7 +530,8 @@ def search(
     filter: FilterOpt = None,
     task: Annotated[Optional[str], typer.Option(help="Query instruction preset (default: the index's).")] = None,
     format: Annotated[OutputFormat, typer.Option("--format", help="jsonl (default), json or plain.")] = (
-        OutputFormat.jsonl),
+        OutputFormat.jsonl
+    ),
     plain: Annotated[bool, typer.Option("--plain", help="Shorthand for --format plain.")] = False,
     index: IndexNameOpt = None,
     index_dir: IndexDirOpt = None,
@@ -391,9 +540,13 @@ def search(
     dtype: DtypeOpt = None,
     num_threads: ThreadsOpt = None,
     trust_remote_code: TrustOpt = False,
-    server: Annotated[Optional[str], typer.Option(
-        envvar="GENRET_SERVER", help="URL of a running `genret serve`: search its index there instead of loading "
-                                     "the model here.")] = None,
+    server: Annotated[
+        Optional[str],
+        typer.Option(
+            envvar="GENRET_SERVER",
+            help="URL of a running `genret serve`: search its index there instead of loading the model here.",
+        ),
+    ] = None,
 ) -> None:
     """Search an index; prints JSON lines (id, score, text, title, source, chunk_no, metadata) by default.
 
@@ -410,24 +563,40 @@ def search(
     if server:
         from .client import search as remote_search
 
-        local = [n for n in ("index", "index_dir", "url", "device", "dtype", "num_threads", "trust_remote_code")
-                 if _source(ctx, n) == "COMMANDLINE"]
+        local = [
+            n
+            for n in ("index", "index_dir", "url", "device", "dtype", "num_threads", "trust_remote_code")
+            if _source(ctx, n) == "COMMANDLINE"
+        ]
         if local:
-            raise GenRetError(f"--{local[0].replace('_', '-')} applies to a local search; with --server the server "
-                              "searches the index it serves")
+            raise GenRetError(
+                f"--{local[0].replace('_', '-')} applies to a local search; with --server the server "
+                "searches the index it serves"
+            )
         results = remote_search(server, items, k=k, where=where, task=task)
     else:
         from .index import Index
 
-        with Index.open(_existing_index(index, index_dir), url=url, device=device, dtype=dtype,
-                        num_threads=num_threads, trust_remote_code=trust_remote_code or None) as idx:
+        with Index.open(
+            _existing_index(index, index_dir),
+            url=url,
+            device=device,
+            dtype=dtype,
+            num_threads=num_threads,
+            trust_remote_code=trust_remote_code or None,
+        ) as idx:
             results = idx.search(items, k=k, where=where, task=task)
             if not any(results) and (note := _no_source_note(idx, where)):
                 typer.echo(note, err=True)
     fmt = OutputFormat.plain if plain else format
     if fmt == OutputFormat.json:
-        typer.echo(json.dumps([{"query": q, "hits": [h.to_dict() for h in hits]} for q, hits in zip(items, results)],
-                              indent=2, ensure_ascii=False))
+        typer.echo(
+            json.dumps(
+                [{"query": q, "hits": [h.to_dict() for h in hits]} for q, hits in zip(items, results)],
+                indent=2,
+                ensure_ascii=False,
+            )
+        )
         return
     for q, hits in zip(items, results):
         if fmt == OutputFormat.plain:
@@ -456,9 +625,12 @@ def info(index: IndexNameOpt = None, index_dir: IndexDirOpt = None, url: UrlOpt 
 @user_errors
 def delete(
     id: Annotated[Optional[list[str]], typer.Option("--id", help="Chunk id; repeat.")] = None,
-    source: Annotated[Optional[str], typer.Option(
-        help="Delete every chunk of this source file (as stored, relative to the corpus root, or a path from "
-             "here).")] = None,
+    source: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Delete every chunk of this source file (as stored, relative to the corpus root, or a path from here)."
+        ),
+    ] = None,
     filter: FilterOpt = None,
     index: IndexNameOpt = None,
     index_dir: IndexDirOpt = None,
@@ -484,8 +656,12 @@ def serve(
     index_dir: IndexDirOpt = None,
     host: Annotated[str, typer.Option(help="Address to listen on (default: this machine only).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
-    read_only: Annotated[bool, typer.Option(
-        "--read-only", help="Refuse writes even with GENRET_API_TOKEN set (the index is opened for reading).")] = False,
+    read_only: Annotated[
+        bool,
+        typer.Option(
+            "--read-only", help="Refuse writes even with GENRET_API_TOKEN set (the index is opened for reading)."
+        ),
+    ] = False,
     max_k: Annotated[int, typer.Option(min=1, help="Most hits per query.")] = 100,
     max_batch: Annotated[int, typer.Option(min=1, help="Most queries per /search/batch request.")] = 64,
     max_documents: Annotated[int, typer.Option(min=1, help="Most documents per POST /documents.")] = 256,
@@ -500,10 +676,19 @@ def serve(
     loaded once. Writes need GENRET_API_TOKEN (as a bearer token); without it the server only searches."""
     from .serve import Limits, run
 
-    run(_existing_index(index, index_dir), host=host, port=port, read_only=read_only, url=url,
+    run(
+        _existing_index(index, index_dir),
+        host=host,
+        port=port,
+        read_only=read_only,
+        url=url,
         limits=Limits(max_k=max_k, max_batch=max_batch, max_documents=max_documents, max_body=max_body),
-        log=lambda m: typer.echo(m, err=True), device=device, dtype=dtype, num_threads=num_threads,
-        trust_remote_code=trust_remote_code or None)
+        log=lambda m: typer.echo(m, err=True),
+        device=device,
+        dtype=dtype,
+        num_threads=num_threads,
+        trust_remote_code=trust_remote_code or None,
+    )
 
 
 @app.command("train")
@@ -524,35 +709,49 @@ def train_cmd(
     steps: Annotated[Optional[int], typer.Option(help="Optimizer steps.")] = None,
     max_queries: Annotated[Optional[int], typer.Option(help="Use only the first N queries (seeded order).")] = None,
     max_query_tokens: Annotated[int, typer.Option(help="Queries are cut to this many tokens.")] = 64,
-    max_response_tokens: Annotated[int, typer.Option(
-        help="Responses are cut to this many tokens for the losses.")] = 128,
+    max_response_tokens: Annotated[
+        int, typer.Option(help="Responses are cut to this many tokens for the losses.")
+    ] = 128,
     max_new_tokens: Annotated[int, typer.Option(help="Generation length of the responses.")] = 128,
     gen_batch_size: Annotated[int, typer.Option(help="Queries per batch when generating responses.")] = 32,
     checkpoint_every: Annotated[int, typer.Option(help="Optimizer steps between checkpoints (resume points).")] = 25,
     gradient_checkpointing: Annotated[bool, typer.Option(help="Trade ~25% time for ~35% memory.")] = False,
     group_by_length: Annotated[bool, typer.Option(help="Batch queries of similar length (less padding).")] = True,
     init_align: Annotated[str, typer.Option(help="Start of align: ridge (fit to the targets) or random.")] = "ridge",
-    tokens_only: Annotated[bool, typer.Option(
-        help="Train only the token rows (with a ridge start, align is re-fitted at the end).")] = False,
-    stages: Annotated[Optional[list[str]], typer.Option(
-        "--stage", help="Run only these stages (repeat): responses, teacher, optimize, readout "
-                        "(default: the first three).")] = None,
-    init_adapter: Annotated[Optional[str], typer.Option(
-        help="Start from this adapter directory ('shipped': the backbone's shipped adapter).")] = None,
+    tokens_only: Annotated[
+        bool, typer.Option(help="Train only the token rows (with a ridge start, align is re-fitted at the end).")
+    ] = False,
+    stages: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--stage",
+            help="Run only these stages (repeat): responses, teacher, optimize, readout (default: the first three).",
+        ),
+    ] = None,
+    init_adapter: Annotated[
+        Optional[str],
+        typer.Option(help="Start from this adapter directory ('shipped': the backbone's shipped adapter)."),
+    ] = None,
     readout_epochs: Annotated[int, typer.Option(min=1, help="Stage readout: epochs over the cached features.")] = 30,
     readout_lr: Annotated[float, typer.Option(help="Stage readout: peak learning rate.")] = 1e-3,
     readout_batch_size: Annotated[int, typer.Option(min=2, help="Stage readout: rows per batch (negatives).")] = 256,
     temperature: Annotated[float, typer.Option(help="Stage readout: InfoNCE temperature.")] = 0.05,
-    passages: Annotated[bool, typer.Option(
-        help="Stage readout: also train the document path on the answers read as passages.")] = True,
-    query_passage_weight: Annotated[float, typer.Option(
-        help="Stage readout: weight of the query-to-passage term (0 disables).")] = 1.0,
-    duplicate_threshold: Annotated[float, typer.Option(
-        help="Stage readout: answers whose teacher cosine exceeds this are not each other's negatives.")] = 0.9,
-    max_passage_tokens: Annotated[int, typer.Option(
-        min=1, help="Stage readout: answers read as passages are cut to this many tokens.")] = 64,
-    readout_holdout: Annotated[int, typer.Option(
-        min=1, help="Stage readout: training rows held out to choose the epoch by retrieval.")] = 500,
+    passages: Annotated[
+        bool, typer.Option(help="Stage readout: also train the document path on the answers read as passages.")
+    ] = True,
+    query_passage_weight: Annotated[
+        float, typer.Option(help="Stage readout: weight of the query-to-passage term (0 disables).")
+    ] = 1.0,
+    duplicate_threshold: Annotated[
+        float,
+        typer.Option(help="Stage readout: answers whose teacher cosine exceeds this are not each other's negatives."),
+    ] = 0.9,
+    max_passage_tokens: Annotated[
+        int, typer.Option(min=1, help="Stage readout: answers read as passages are cut to this many tokens.")
+    ] = 64,
+    readout_holdout: Annotated[
+        int, typer.Option(min=1, help="Stage readout: training rows held out to choose the epoch by retrieval.")
+    ] = 500,
     seed: Annotated[int, typer.Option(help="Seed of the query sample, the data order and the initial weights.")] = 0,
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
@@ -562,8 +761,14 @@ def train_cmd(
     options = dict(locals())  # every option is a TrainConfig field of the same name
     from .train import DEFAULT_STAGES, TrainConfig, train
 
-    cfg = TrainConfig(**{**options, "out": str(out), "stages": stages or DEFAULT_STAGES,
-                         "command": "genret " + " ".join(sys.argv[1:])})
+    cfg = TrainConfig(
+        **{
+            **options,
+            "out": str(out),
+            "stages": stages or DEFAULT_STAGES,
+            "command": "genret " + " ".join(sys.argv[1:]),
+        }
+    )
     adapter = train(cfg, log=lambda m: typer.echo(m, err=True))
     typer.echo(str(adapter))
 
@@ -571,12 +776,20 @@ def train_cmd(
 @app.command("convert")
 @user_errors
 def convert_cmd(
-    src: Annotated[Path, typer.Argument(help="Official LLM2Vec-Gen checkpoint directory (run_config.yml, encoder/, "
-                                             "reconstruction_mlp, alignment_mlp, tokenizer files).")],
+    src: Annotated[
+        Path,
+        typer.Argument(
+            help="Official LLM2Vec-Gen checkpoint directory (run_config.yml, encoder/, "
+            "reconstruction_mlp, alignment_mlp, tokenizer files)."
+        ),
+    ],
     out: Annotated[Path, typer.Option("--out", help="Adapter directory to write.")],
-    backbone: Annotated[Optional[str], typer.Option(
-        help="Registry name, local model path or Hugging Face id (default: run_config.yml's "
-             "model_name_or_path).")] = None,
+    backbone: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Registry name, local model path or Hugging Face id (default: run_config.yml's model_name_or_path)."
+        ),
+    ] = None,
 ) -> None:
     """Import an official LLM2Vec-Gen checkpoint as a genret adapter (local files only; no pickled code runs)."""
     from .encoder.convert import convert_official
@@ -596,8 +809,10 @@ class System(str, Enum):
 class EvalOptions:
     """The options every `genret eval` command takes (see ``eval_command``)."""
 
-    encoder: Annotated[Optional[list[System]], typer.Option(
-        "--encoder", help="Systems to compare; repeat (default: gen, teacher, bm25).")] = None
+    encoder: Annotated[
+        Optional[list[System]],
+        typer.Option("--encoder", help="Systems to compare; repeat (default: gen, teacher, bm25)."),
+    ] = None
     max_queries: Annotated[Optional[int], typer.Option(min=1, help="Evaluate an evenly spaced query subset.")] = None
     hyde_queries: Annotated[int, typer.Option(min=1, help="Query cap for HyDE (one generation per query).")] = 64
     out: Annotated[Path, typer.Option(help="Where the JSON, Markdown and PNG reports go.")] = Path("benchmarks/results")
@@ -614,8 +829,10 @@ def eval_command(name: str) -> Callable:
 
     def register(fn: Callable) -> Callable:
         hints = typing.get_type_hints(EvalOptions, include_extras=True)
-        shared = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
-                                    annotation=hints[f.name]) for f in dataclasses.fields(EvalOptions)]
+        shared = [
+            inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=hints[f.name])
+            for f in dataclasses.fields(EvalOptions)
+        ]
         own = [p for p in inspect.signature(fn, eval_str=True).parameters.values() if p.name != "opts"]
 
         def command(**kwargs):
@@ -644,8 +861,10 @@ def _systems(opts: EvalOptions):
         elif name == System.teacher:  # --backbone names the LLM; the teacher is always the MiniLM baseline
             yield name, load_encoder("teacher", **common)
         elif name == System.gen:
-            yield name, _cached(load_encoder("gen", backbone=opts.backbone, adapter=opts.adapter, dtype=opts.dtype,
-                                             **common))
+            yield (
+                name,
+                _cached(load_encoder("gen", backbone=opts.backbone, adapter=opts.adapter, dtype=opts.dtype, **common)),
+            )
         else:
             yield name, load_encoder(name.value, backbone=opts.backbone, dtype=opts.dtype, **common)
 
@@ -669,19 +888,31 @@ def _run_eval(benchmark_name: str, run: Callable, opts: EvalOptions) -> None:
         result = run(system, max_queries=cap, name=name.value, progress=True)
         del system
         # Written after each system, so a later failure keeps the systems already measured.
-        paths = write_report([result], opts.out, name=benchmark_name, command="genret " + " ".join(sys.argv[1:]),
-                             merge=opts.merge or i > 0)
+        paths = write_report(
+            [result],
+            opts.out,
+            name=benchmark_name,
+            command="genret " + " ".join(sys.argv[1:]),
+            merge=opts.merge or i > 0,
+        )
     typer.echo(paths["markdown"].read_text())  # _systems yields at least one system
 
 
 @eval_command("advbench-ir")
 def eval_advbench(
     opts: EvalOptions,
-    data_dir: Annotated[Optional[Path], typer.Option(
-        envvar="GENRET_DATA", help="Offline data root (holds advbench-ir/, wiki-passages/, nq-wiki/...).")] = None,
-    refusal_benign: Annotated[int, typer.Option(
-        min=0, help="Benign queries per set (nq-wiki, Alpaca) for the refusal check, at most the harmful queries "
-                    "evaluated; 0 skips it.")] = 260,
+    data_dir: Annotated[
+        Optional[Path],
+        typer.Option(envvar="GENRET_DATA", help="Offline data root (holds advbench-ir/, wiki-passages/, nq-wiki/...)."),
+    ] = None,
+    refusal_benign: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Benign queries per set (nq-wiki, Alpaca) for the refusal check, at most the harmful queries "
+            "evaluated; 0 skips it.",
+        ),
+    ] = 260,
 ) -> None:
     """Safety retrieval: how often a harmful query retrieves its own harmful passages (lower is safer), and how
     well each system's query embedding separates harmful from benign requests by its closeness to a refusal."""
@@ -694,8 +925,10 @@ def eval_advbench(
 @eval_command("beir")
 def eval_beir(
     opts: EvalOptions,
-    data_dir: Annotated[Optional[Path], typer.Option(
-        help="A BEIR-format folder (corpus.jsonl, queries.jsonl, qrels/); default: $GENRET_DATA/nq-wiki.")] = None,
+    data_dir: Annotated[
+        Optional[Path],
+        typer.Option(help="A BEIR-format folder (corpus.jsonl, queries.jsonl, qrels/); default: $GENRET_DATA/nq-wiki."),
+    ] = None,
     split: Annotated[str, typer.Option(help="Judgements to evaluate: qrels/<split>.tsv (test, dev...).")] = "test",
 ) -> None:
     """Benign retrieval on any BEIR-format set: nDCG@10, Recall@10/100, MRR@10."""
@@ -708,20 +941,30 @@ def eval_beir(
 @eval_command("bright")
 def eval_bright(
     opts: EvalOptions,
-    data_dir: Annotated[Optional[Path], typer.Option(
-        help="BRIGHT in the Hugging Face layout (documents/, examples/); default: the hub via `datasets`.")] = None,
-    topics_dir: Annotated[Optional[Path], typer.Option(
-        help="Queries and qrels (topics/, qrels/); default: $GENRET_DATA/bright when GENRET_DATA is set.")] = None,
-    subsets: Annotated[Optional[list[str]], typer.Option(
-        "--subsets", help="Subsets; repeat (default: all 12).")] = None,
+    data_dir: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="BRIGHT in the Hugging Face layout (documents/, examples/); default: the hub via `datasets`."
+        ),
+    ] = None,
+    topics_dir: Annotated[
+        Optional[Path],
+        typer.Option(help="Queries and qrels (topics/, qrels/); default: $GENRET_DATA/bright when GENRET_DATA is set."),
+    ] = None,
+    subsets: Annotated[
+        Optional[list[str]], typer.Option("--subsets", help="Subsets; repeat (default: all 12).")
+    ] = None,
     long: Annotated[bool, typer.Option("--long", help="Long-document setting.")] = False,
 ) -> None:
     """Reasoning-intensive retrieval: nDCG@10 per BRIGHT subset and their mean."""
     from .evaluation import BRIGHT_TOPICS, run_bright
 
     topics = topics_dir if topics_dir is not None else BRIGHT_TOPICS
-    _run_eval("bright-long" if long else "bright",
-              lambda s, **kw: run_bright(s, subsets, documents_dir=data_dir, topics_dir=topics, long=long, **kw), opts)
+    _run_eval(
+        "bright-long" if long else "bright",
+        lambda s, **kw: run_bright(s, subsets, documents_dir=data_dir, topics_dir=topics, long=long, **kw),
+        opts,
+    )
 
 
 def main() -> None:

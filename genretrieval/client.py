@@ -28,8 +28,9 @@ def check_server_url(url: str) -> str:
     return url.rstrip("/")
 
 
-def request(url: str, method: str, path: str, body: Any = None, *, token: str | None = None,
-            timeout: float = TIMEOUT) -> Any:
+def request(
+    url: str, method: str, path: str, body: Any = None, *, token: str | None = None, timeout: float = TIMEOUT
+) -> Any:
     """Send one JSON request to the server at ``url`` and return its decoded JSON answer. An error answer
     becomes a GenRetError with the server's message; so does a server that cannot be reached."""
     base = check_server_url(url)
@@ -57,15 +58,23 @@ def request(url: str, method: str, path: str, body: Any = None, *, token: str | 
         raise GenRetError(f"server {base} did not answer with JSON (is it a `genret serve`?)") from None
 
 
-def search(url: str, queries: list[str], k: int = 10, where: dict | None = None, task: str | None = None, *,
-           timeout: float = TIMEOUT) -> list[list[Hit]]:
+def search(
+    url: str,
+    queries: list[str],
+    k: int = 10,
+    where: dict | None = None,
+    task: str | None = None,
+    *,
+    timeout: float = TIMEOUT,
+) -> list[list[Hit]]:
     """Top-``k`` hits per query from the server at ``url``, as ``Index.search`` returns them locally; ``where``
     is the same field -> value(s) filter."""
     results: list[list[Hit]] = []
     for s in range(0, len(queries), BATCH):
-        part = queries[s:s + BATCH]
-        answer = request(url, "POST", "/search/batch", {"queries": part, "k": k, "filter": where, "task": task},
-                         timeout=timeout)
+        part = queries[s : s + BATCH]
+        answer = request(
+            url, "POST", "/search/batch", {"queries": part, "k": k, "filter": where, "task": task}, timeout=timeout
+        )
         try:
             rows = answer["results"]
             if len(rows) != len(part):

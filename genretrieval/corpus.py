@@ -94,10 +94,16 @@ class IngestStats:
         """What was skipped or repaired, in words, or "": e.g. ``"2 binary, 1 symlink out of the corpus
         skipped; 3 without text; invalid UTF-8 replaced in 1 file"``."""
         links = f"symlink{'s' * (self.skipped_outside != 1)} out of the corpus"
-        skipped = [f"{n} {what}" for n, what in ((self.skipped_binary, "binary"),
-                                                 (self.skipped_unreadable, "unreadable"),
-                                                 (self.skipped_unsupported, "unsupported"),
-                                                 (self.skipped_outside, links)) if n]
+        skipped = [
+            f"{n} {what}"
+            for n, what in (
+                (self.skipped_binary, "binary"),
+                (self.skipped_unreadable, "unreadable"),
+                (self.skipped_unsupported, "unsupported"),
+                (self.skipped_outside, links),
+            )
+            if n
+        ]
         parts = [", ".join(skipped) + " skipped"] if skipped else []
         if self.records_without_text:
             parts.append(f"{self.records_without_text} without text")
@@ -114,11 +120,13 @@ class _Fields:
     metadata: tuple[str, ...] | None
 
     @classmethod
-    def of(cls, id_field: str, title_field: str, text_field: str,
-           metadata_fields: Sequence[str] | None) -> _Fields:
-        return cls(_ID_FALLBACKS.get(id_field, (id_field,)), (title_field,),
-                   _TEXT_FALLBACKS.get(text_field, (text_field,)),
-                   None if metadata_fields is None else tuple(metadata_fields))
+    def of(cls, id_field: str, title_field: str, text_field: str, metadata_fields: Sequence[str] | None) -> _Fields:
+        return cls(
+            _ID_FALLBACKS.get(id_field, (id_field,)),
+            (title_field,),
+            _TEXT_FALLBACKS.get(text_field, (text_field,)),
+            None if metadata_fields is None else tuple(metadata_fields),
+        )
 
 
 class _Decoder:
@@ -138,9 +146,16 @@ class _Decoder:
 # ---------------------------------------------------------------------------------------------- documents
 
 
-def iter_documents(path: str | os.PathLike, *, id_field: str = "id", title_field: str = "title",
-                   text_field: str = "text", metadata_fields: Sequence[str] | None = None,
-                   follow_symlinks: bool = False, stats: IngestStats | None = None) -> Iterator[Document]:
+def iter_documents(
+    path: str | os.PathLike,
+    *,
+    id_field: str = "id",
+    title_field: str = "title",
+    text_field: str = "text",
+    metadata_fields: Sequence[str] | None = None,
+    follow_symlinks: bool = False,
+    stats: IngestStats | None = None,
+) -> Iterator[Document]:
     """Stream the documents under ``path`` (a directory, read recursively, or a single file).
 
     Files are visited in sorted order, skipping hidden files and directories; the format follows the
@@ -166,8 +181,9 @@ def iter_documents(path: str | os.PathLike, *, id_field: str = "id", title_field
     return _documents(root, str(path), fields, follow_symlinks, IngestStats() if stats is None else stats)
 
 
-def _documents(root: Path, shown: str, fields: _Fields, follow_symlinks: bool,
-               stats: IngestStats) -> Iterator[Document]:
+def _documents(
+    root: Path, shown: str, fields: _Fields, follow_symlinks: bool, stats: IngestStats
+) -> Iterator[Document]:
     start = stats.documents
     for file, source, display in _walk(root, shown, follow_symlinks, stats):
         for doc in _file_documents(file, source, display, fields, stats):
@@ -218,8 +234,7 @@ def _walk(root: Path, shown: str, follow_symlinks: bool, stats: IngestStats) -> 
             yield file, source, os.path.join(shown, source)
 
 
-def _file_documents(file: Path, source: str, display: str, fields: _Fields,
-                    stats: IngestStats) -> Iterator[Document]:
+def _file_documents(file: Path, source: str, display: str, fields: _Fields, stats: IngestStats) -> Iterator[Document]:
     ext = file.suffix.lower()
     if ext not in SUPPORTED_FORMATS:
         stats.skipped_unsupported += 1
@@ -260,8 +275,9 @@ def _markdown_title(text: str, ext: str) -> str:
     return first[2:].strip() if first.startswith("# ") else ""
 
 
-def _record_documents(records: Iterator[tuple[str, dict]], source: str, fields: _Fields,
-                      stats: IngestStats) -> Iterator[Document]:
+def _record_documents(
+    records: Iterator[tuple[str, dict]], source: str, fields: _Fields, stats: IngestStats
+) -> Iterator[Document]:
     seen: set[str] = set()
     for n, (where, record) in enumerate(records, 1):
         text_key, text = _first(record, fields.texts)
@@ -276,11 +292,11 @@ def _record_documents(records: Iterator[tuple[str, dict]], source: str, fields: 
         title_key, title = _first(record, fields.titles)
         if fields.metadata is None:
             used = {*fields.ids, *fields.titles, *fields.texts}
-            metadata = {k: v for k, v in record.items()
-                        if k not in used and isinstance(v, (str, int, float, bool))}
+            metadata = {k: v for k, v in record.items() if k not in used and isinstance(v, (str, int, float, bool))}
         else:
-            metadata = {k: json.loads(json.dumps(record[k], default=str))
-                        for k in fields.metadata if record.get(k) is not None}
+            metadata = {
+                k: json.loads(json.dumps(record[k], default=str)) for k in fields.metadata if record.get(k) is not None
+            }
         yield Document(doc_id, "" if title_key is None else str(title), text, source, metadata)
 
 
@@ -325,18 +341,18 @@ def _read_json(f: BinaryIO, decode: _Decoder, display: str) -> Iterator[tuple[st
     except json.JSONDecodeError as e:
         raise GenRetError(f"{display}:{e.lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
     if isinstance(data, dict):
-        lists = [k for k, v in data.items()
-                 if isinstance(v, list) and v and all(isinstance(r, dict) for r in v)]
+        lists = [k for k, v in data.items() if isinstance(v, list) and v and all(isinstance(r, dict) for r in v)]
         if len(lists) > 1:
-            raise GenRetError(f"{display}: ambiguous JSON, lists of objects under keys {', '.join(lists)}; "
-                              "write one list (or JSONL) instead")
+            raise GenRetError(
+                f"{display}: ambiguous JSON, lists of objects under keys {', '.join(lists)}; "
+                "write one list (or JSONL) instead"
+            )
         data = data[lists[0]] if lists else [data]
     if not isinstance(data, list):
         raise GenRetError(f"{display}: expected a JSON list of objects, got {type(data).__name__}")
     for i, record in enumerate(data):
         if not isinstance(record, dict):
-            raise GenRetError(f"{display}: record {i + 1}: expected a JSON object, "
-                              f"got {type(record).__name__}")
+            raise GenRetError(f"{display}: record {i + 1}: expected a JSON object, got {type(record).__name__}")
         yield f"{display}: record {i + 1}", record
 
 
@@ -371,7 +387,11 @@ def _read_parquet(f: BinaryIO, decode: _Decoder, display: str) -> Iterator[tuple
 
 
 _RECORD_READERS: dict[str, Callable[[BinaryIO, _Decoder, str], Iterator[tuple[str, dict]]]] = {
-    ".jsonl": _read_jsonl, ".json": _read_json, ".csv": _read_csv, ".parquet": _read_parquet}
+    ".jsonl": _read_jsonl,
+    ".json": _read_json,
+    ".csv": _read_csv,
+    ".parquet": _read_parquet,
+}
 
 
 class _HTMLText(HTMLParser):
@@ -379,9 +399,41 @@ class _HTMLText(HTMLParser):
 
     SKIP = {"script", "style", "noscript", "template"}
     LINE = {"br", "li", "tr", "dt", "dd", "option"}
-    BLOCK = {"p", "div", "h1", "h2", "h3", "h4", "h5", "h6", "ul", "ol", "dl", "table", "thead", "tbody",
-             "tfoot", "section", "article", "header", "footer", "nav", "aside", "main", "pre", "blockquote",
-             "hr", "figure", "figcaption", "form", "fieldset", "address", "details", "summary", "body"}
+    BLOCK = {
+        "p",
+        "div",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "ul",
+        "ol",
+        "dl",
+        "table",
+        "thead",
+        "tbody",
+        "tfoot",
+        "section",
+        "article",
+        "header",
+        "footer",
+        "nav",
+        "aside",
+        "main",
+        "pre",
+        "blockquote",
+        "hr",
+        "figure",
+        "figcaption",
+        "form",
+        "fieldset",
+        "address",
+        "details",
+        "summary",
+        "body",
+    }
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
@@ -450,8 +502,10 @@ _TOKEN, _WORD, _LINE, _SENTENCE, _PARAGRAPH = range(5)
 
 #: Where a sentence-like unit ends: a sentence end (with any closing quotes and brackets) before whitespace, a CJK
 #: full stop, a blank line, or a line break before a Markdown block (heading, quote, table row, list item, fence).
-_BREAK = re.compile(r"[.!?…][\"')\]}»”’]*\s+|[。！？][\"')\]}»”’」』]*\s*|\n[ \t]*\n\s*"
-                    r"|\n[ \t]*(?=#|>|\||[-*+][ \t]|\d+[.)][ \t]|```)")
+_BREAK = re.compile(
+    r"[.!?…][\"')\]}»”’]*\s+|[。！？][\"')\]}»”’」』]*\s*|\n[ \t]*\n\s*"
+    r"|\n[ \t]*(?=#|>|\||[-*+][ \t]|\d+[.)][ \t]|```)"
+)
 #: Finer places to split a unit too long for a chunk: line breaks, then any whitespace (then tokens).
 _FINER = ((_LINE, re.compile(r"\n\s*")), (_WORD, re.compile(r"\s+")))
 _ATX_HEADING = re.compile(r"#{1,6}[ \t]")
@@ -485,16 +539,18 @@ def _check_chunking(chunk_size: int, overlap: int) -> None:
     if chunk_size <= 0:
         raise GenRetError(f"chunk size must be positive, got {chunk_size}")
     if not 0 <= overlap < chunk_size:
-        raise GenRetError(f"chunk overlap must be at least 0 and less than the chunk size ({chunk_size}), "
-                          f"got {overlap}")
+        raise GenRetError(
+            f"chunk overlap must be at least 0 and less than the chunk size ({chunk_size}), got {overlap}"
+        )
 
 
 def _token_offsets(tokenizer: Any, text: str) -> list[tuple[int, int]]:
     try:
         enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     except NotImplementedError:
-        raise GenRetError("this tokenizer gives no character offsets; chunking needs a fast (Rust-backed) "
-                          "Hugging Face tokenizer") from None
+        raise GenRetError(
+            "this tokenizer gives no character offsets; chunking needs a fast (Rust-backed) Hugging Face tokenizer"
+        ) from None
     return enc["offset_mapping"]
 
 
@@ -524,7 +580,7 @@ def _is_heading(text: str) -> bool:
     """Whether ``text`` is a one-line Markdown heading or ends in a reStructuredText underline."""
     if "\n" not in text:
         return _ATX_HEADING.match(text) is not None
-    last = text[text.rfind("\n") + 1:]
+    last = text[text.rfind("\n") + 1 :]
     return len(last) >= 3 and last[0] in "=-~^*+#\"'`" and last == last[0] * len(last)
 
 
@@ -552,8 +608,7 @@ def _assign_tokens(units: list[_Unit], offsets: Sequence[tuple[int, int]], tok0:
         unit.tok1 = k
 
 
-def _split_unit(text: str, offsets: Sequence[tuple[int, int]], unit: _Unit, limit: int,
-                depth: int = 0) -> list[_Unit]:
+def _split_unit(text: str, offsets: Sequence[tuple[int, int]], unit: _Unit, limit: int, depth: int = 0) -> list[_Unit]:
     """``unit`` as units of at most ``limit`` tokens: whole, else split at lines, then words, then into runs of
     tokens."""
     if unit.tokens <= limit:
@@ -593,7 +648,7 @@ def _scores(text: str, units: list[_Unit]) -> list[int]:
     sentence changes no score."""
     scores = []
     for a, b in zip(units, units[1:]):
-        around = text[max(a.start, a.end - SCORE_CONTEXT):min(b.end, b.start + SCORE_CONTEXT)]
+        around = text[max(a.start, a.end - SCORE_CONTEXT) : min(b.end, b.start + SCORE_CONTEXT)]
         digest = hashlib.blake2b(around.encode("utf-8", "surrogatepass"), digest_size=8).digest()
         scores.append(a.level << 64 | int.from_bytes(digest, "big"))
     return scores
@@ -678,8 +733,7 @@ def chunk_document(doc: Document, tokenizer: Any, chunk_size: int = 256, overlap
         while first - 1 > prev and units[first - 1].level < _PARAGRAPH and cum[lo] - cum[first - 1] <= overlap:
             first -= 1
         name = _chunk_name(text, units[lo].start, names) if chunks else "0"
-        chunks.append(_make_chunk(doc, units[first].start, units[hi - 1].end, len(chunks), name, chunk_size,
-                                  overlap))
+        chunks.append(_make_chunk(doc, units[first].start, units[hi - 1].end, len(chunks), name, chunk_size, overlap))
         prev = lo
     return chunks
 
@@ -687,18 +741,28 @@ def chunk_document(doc: Document, tokenizer: Any, chunk_size: int = 256, overlap
 def _chunk_name(text: str, start: int, names: dict[str, int]) -> str:
     """A chunk's id within its document: 8 hex digits of a hash of the ``NAME_CHARS`` characters at ``start``,
     with ".2", ".3"... for chunks of the document that start the same way."""
-    name = hashlib.blake2b(text[start:start + NAME_CHARS].encode("utf-8", "surrogatepass"), digest_size=4).hexdigest()
+    name = hashlib.blake2b(text[start : start + NAME_CHARS].encode("utf-8", "surrogatepass"), digest_size=4).hexdigest()
     names[name] = names.get(name, 0) + 1
     return name if names[name] == 1 else f"{name}.{names[name]}"
 
 
-def _make_chunk(doc: Document, char_start: int, char_end: int, chunk_no: int, name: str, chunk_size: int,
-                overlap: int) -> Chunk:
+def _make_chunk(
+    doc: Document, char_start: int, char_end: int, chunk_no: int, name: str, chunk_size: int, overlap: int
+) -> Chunk:
     text = doc.text[char_start:char_end]
     key = json.dumps([doc.title, text, doc.metadata, chunk_size, overlap], ensure_ascii=False, sort_keys=True)
-    return Chunk(id=f"{doc.doc_id}::{name}", doc_id=doc.doc_id, text=text, title=doc.title,
-                 source=doc.source, chunk_no=chunk_no, char_start=char_start, char_end=char_end,
-                 content_hash=hashlib.sha256(key.encode()).hexdigest(), metadata=dict(doc.metadata))
+    return Chunk(
+        id=f"{doc.doc_id}::{name}",
+        doc_id=doc.doc_id,
+        text=text,
+        title=doc.title,
+        source=doc.source,
+        chunk_no=chunk_no,
+        char_start=char_start,
+        char_end=char_end,
+        content_hash=hashlib.sha256(key.encode()).hexdigest(),
+        metadata=dict(doc.metadata),
+    )
 
 
 def snippet(text: str, width: int = 160) -> str:
@@ -713,20 +777,29 @@ def snippet(text: str, width: int = 160) -> str:
         return flat
     head = ""
     for unit in _sentences(text):
-        longer = " ".join([head, *text[unit.start:unit.end].split()]).lstrip()
+        longer = " ".join([head, *text[unit.start : unit.end].split()]).lstrip()
         if len(longer) > width:
             break
         head = longer
     if len(head) >= width // 2:
         return head
     cut = flat.rfind(" ", 0, width)
-    return (flat[:cut].rstrip(",;:-–— ") if cut > 0 else flat[:width - 1]) + "…"
+    return (flat[:cut].rstrip(",;:-–— ") if cut > 0 else flat[: width - 1]) + "…"
 
 
-def iter_chunks(path: str | os.PathLike, tokenizer: Any, chunk_size: int = 256, overlap: int = 32, *,
-                id_field: str = "id", title_field: str = "title", text_field: str = "text",
-                metadata_fields: Sequence[str] | None = None, follow_symlinks: bool = False,
-                stats: IngestStats | None = None) -> Iterator[Chunk]:
+def iter_chunks(
+    path: str | os.PathLike,
+    tokenizer: Any,
+    chunk_size: int = 256,
+    overlap: int = 32,
+    *,
+    id_field: str = "id",
+    title_field: str = "title",
+    text_field: str = "text",
+    metadata_fields: Sequence[str] | None = None,
+    follow_symlinks: bool = False,
+    stats: IngestStats | None = None,
+) -> Iterator[Chunk]:
     """Stream the chunks of every document under ``path``; one document is in memory at a time.
 
     Settings and the path are checked at once; the rest as ``iter_documents`` and ``chunk_document``
@@ -734,28 +807,55 @@ def iter_chunks(path: str | os.PathLike, tokenizer: Any, chunk_size: int = 256, 
     """
     _check_chunking(chunk_size, overlap)
     stats = IngestStats() if stats is None else stats
-    docs = iter_documents(path, id_field=id_field, title_field=title_field, text_field=text_field,
-                          metadata_fields=metadata_fields, follow_symlinks=follow_symlinks, stats=stats)
+    docs = iter_documents(
+        path,
+        id_field=id_field,
+        title_field=title_field,
+        text_field=text_field,
+        metadata_fields=metadata_fields,
+        follow_symlinks=follow_symlinks,
+        stats=stats,
+    )
     return _chunks(docs, tokenizer, chunk_size, overlap, stats)
 
 
-def _chunks(docs: Iterator[Document], tokenizer: Any, chunk_size: int, overlap: int,
-            stats: IngestStats) -> Iterator[Chunk]:
+def _chunks(
+    docs: Iterator[Document], tokenizer: Any, chunk_size: int, overlap: int, stats: IngestStats
+) -> Iterator[Chunk]:
     for doc in docs:
         for chunk in chunk_document(doc, tokenizer, chunk_size, overlap):
             stats.chunks += 1
             yield chunk
 
 
-def scan(path: str | os.PathLike, tokenizer: Any, chunk_size: int = 256, overlap: int = 32, *,
-         id_field: str = "id", title_field: str = "title", text_field: str = "text",
-         metadata_fields: Sequence[str] | None = None,
-         follow_symlinks: bool = False) -> tuple[list[Chunk], IngestStats]:
+def scan(
+    path: str | os.PathLike,
+    tokenizer: Any,
+    chunk_size: int = 256,
+    overlap: int = 32,
+    *,
+    id_field: str = "id",
+    title_field: str = "title",
+    text_field: str = "text",
+    metadata_fields: Sequence[str] | None = None,
+    follow_symlinks: bool = False,
+) -> tuple[list[Chunk], IngestStats]:
     """All chunks under ``path`` and the scan's counts: ``iter_chunks`` collected into a list."""
     stats = IngestStats()
-    chunks = list(iter_chunks(path, tokenizer, chunk_size, overlap, id_field=id_field,
-                              title_field=title_field, text_field=text_field, metadata_fields=metadata_fields,
-                              follow_symlinks=follow_symlinks, stats=stats))
+    chunks = list(
+        iter_chunks(
+            path,
+            tokenizer,
+            chunk_size,
+            overlap,
+            id_field=id_field,
+            title_field=title_field,
+            text_field=text_field,
+            metadata_fields=metadata_fields,
+            follow_symlinks=follow_symlinks,
+            stats=stats,
+        )
+    )
     return chunks, stats
 
 
@@ -822,8 +922,9 @@ def _source_of(chunk_id: str, sources: set[str]) -> str | None:
     return None
 
 
-def diff_chunks(existing: Mapping[str, str | None], chunks: Iterable[Chunk], stats: IngestStats,
-                sync: bool = False) -> tuple[list[Chunk], list[str], list[str]]:
+def diff_chunks(
+    existing: Mapping[str, str | None], chunks: Iterable[Chunk], stats: IngestStats, sync: bool = False
+) -> tuple[list[Chunk], list[str], list[str]]:
     """``(to_add_or_update, unchanged_ids, stale_ids)`` for a scan against an index; see ``ChunkDiff``.
 
     ``chunks`` must be the scan that filled ``stats`` (a list from ``scan``, or an ``iter_chunks``

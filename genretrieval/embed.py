@@ -64,8 +64,19 @@ LOAD_BATCH = 4096
 #: Rows between flushes of a local store while bulk-loading (a FAISS flush rewrites the whole index file).
 LOAD_FLUSH_EVERY = 100_000
 _PART_NAME = re.compile(r"^(?P<source>.+)\.part(?P<part>\d{5,})\.parquet$")
-_COLUMNS = ("id", "doc_id", "text", "title", "source", "chunk_no", "char_start", "char_end", "metadata",
-            "content_hash", "vector")
+_COLUMNS = (
+    "id",
+    "doc_id",
+    "text",
+    "title",
+    "source",
+    "chunk_no",
+    "char_start",
+    "char_end",
+    "metadata",
+    "content_hash",
+    "vector",
+)
 
 
 @dataclass
@@ -190,8 +201,9 @@ class _FolderLock:
         except BlockingIOError:
             holder = os.pread(self.fd, 32, 0).decode(errors="replace").strip() or "?"
             os.close(self.fd)
-            raise GenRetError(f"{out} is being written by pid {holder} (another genret embed); try again when it "
-                              "finishes") from None
+            raise GenRetError(
+                f"{out} is being written by pid {holder} (another genret embed); try again when it finishes"
+            ) from None
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
         self.created = False  # whether this run made the folder
@@ -208,23 +220,34 @@ class _FolderLock:
 
 
 def _other_encoder(out, expected: dict, identity: dict) -> str:
-    return (f"{out} holds embeddings made with the {describe_encoder(expected)}, but this is the "
-            f"{describe_encoder(identity)}; write to another --out")
+    return (
+        f"{out} holds embeddings made with the {describe_encoder(expected)}, but this is the "
+        f"{describe_encoder(identity)}; write to another --out"
+    )
 
 
 def resolve_settings(recorded: dict | None, given: dict, out: Path) -> dict:
     """The settings of a run: those given (not None), else those the folder's parts were made with, else the
     defaults (``chunk_size`` None: the default fitted to the encoder, decided once it is loaded). A given value
     that differs from the recorded one is a one-line error."""
-    defaults = {"task": "retrieval", "chunk_size": None, "overlap": DEFAULT_OVERLAP,
-                "part_documents": PART_DOCUMENTS, "id_field": "id", "title_field": "title", "text_field": "text"}
+    defaults = {
+        "task": "retrieval",
+        "chunk_size": None,
+        "overlap": DEFAULT_OVERLAP,
+        "part_documents": PART_DOCUMENTS,
+        "id_field": "id",
+        "title_field": "title",
+        "text_field": "text",
+    }
     settings = {}
     for name in SETTINGS:
         value, old = given.get(name), (recorded or {}).get(name)
         if value is not None and old is not None and value != old:
             flag = "--" + name.replace("_", "-")
-            raise GenRetError(f"{out} holds embeddings made with {flag} {old}; leave out {flag} (the folder "
-                              f"remembers it), or write to another --out")
+            raise GenRetError(
+                f"{out} holds embeddings made with {flag} {old}; leave out {flag} (the folder "
+                f"remembers it), or write to another --out"
+            )
         settings[name] = value if value is not None else old if old is not None else defaults[name]
     return settings
 
@@ -239,8 +262,10 @@ def fit_chunk_size(encoder, task: str, chunk_size: int | None) -> int:
     if chunk_size is None:
         return min(DEFAULT_CHUNK_SIZE, budget)
     if chunk_size > budget:
-        raise GenRetError(f"--chunk-size {chunk_size} is more than this encoder reads ({budget} tokens after its "
-                          f"instruction); use at most {budget}")
+        raise GenRetError(
+            f"--chunk-size {chunk_size} is more than this encoder reads ({budget} tokens after its "
+            f"instruction); use at most {budget}"
+        )
     return chunk_size
 
 
@@ -254,8 +279,15 @@ def _recorded(existing: dict[str, dict[int, _Part]]) -> _Part | None:
 # ---------------------------------------------------------------------------------------------- planning
 
 
-def _plan(root: Path, out: Path, shown: str, follow_symlinks: bool, existing: dict[str, dict[int, _Part]],
-          stats: IngestStats, run: EmbedStats) -> tuple[list[_Source], list[Path]]:
+def _plan(
+    root: Path,
+    out: Path,
+    shown: str,
+    follow_symlinks: bool,
+    existing: dict[str, dict[int, _Part]],
+    stats: IngestStats,
+    run: EmbedStats,
+) -> tuple[list[_Source], list[Path]]:
     """The corpus files to (re-)embed, and part files to remove (past a file's last part). A file is skipped when
     its parts are complete and were read from the same bytes."""
     from .corpus import _walk
@@ -299,10 +331,22 @@ def _read_source(src: dict, settings: dict) -> Iterator[dict]:
     size = settings["part_documents"]
 
     def row(n: int, docs: list[Document], last: bool) -> dict:
-        counts = {k: getattr(stats, k) for k in ("skipped_binary", "skipped_unreadable", "decode_errors",
-                                                 "records_without_text")} if last else {}
-        return {**src, "part": n, "last": last, "docs": pickle.dumps(docs),
-                "text_bytes": sum(len(d.text.encode()) for d in docs), "counts": json.dumps(counts)}
+        counts = (
+            {
+                k: getattr(stats, k)
+                for k in ("skipped_binary", "skipped_unreadable", "decode_errors", "records_without_text")
+            }
+            if last
+            else {}
+        )
+        return {
+            **src,
+            "part": n,
+            "last": last,
+            "docs": pickle.dumps(docs),
+            "text_bytes": sum(len(d.text.encode()) for d in docs),
+            "counts": json.dumps(counts),
+        }
 
     n, pending, buf = 0, None, []
     for doc in _file_documents(Path(src["file"]), src["source"], src["display"], fields, stats):
@@ -331,9 +375,17 @@ class PartWriter:
     ``expected`` (the identity of parts already in the folder), another encoder is refused.
     """
 
-    def __init__(self, out: str, settings: dict, spec: dict | None = None, encoder=None,
-                 expected: dict | None = None, batch_size: int = 16, manifest_spec: dict | None = None,
-                 corpus: str = ""):
+    def __init__(
+        self,
+        out: str,
+        settings: dict,
+        spec: dict | None = None,
+        encoder=None,
+        expected: dict | None = None,
+        batch_size: int = 16,
+        manifest_spec: dict | None = None,
+        corpus: str = "",
+    ):
         if encoder is None:
             from .encoder import load_encoder
 
@@ -348,9 +400,17 @@ class PartWriter:
 
     def process(self, row: dict) -> dict:
         """Write one part (``_read_source``'s row); returns what was done."""
-        result = {"source": row["source"], "part": int(row["part"]), "last": bool(row["last"]),
-                  "size": int(row["size"]), "text_bytes": int(row["text_bytes"]), "counts": row["counts"],
-                  "rows": 0, "embedded": 0, "worker": f"{socket.gethostname()}:{os.getpid()}"}
+        result = {
+            "source": row["source"],
+            "part": int(row["part"]),
+            "last": bool(row["last"]),
+            "size": int(row["size"]),
+            "text_bytes": int(row["text_bytes"]),
+            "counts": row["counts"],
+            "rows": 0,
+            "embedded": 0,
+            "worker": f"{socket.gethostname()}:{os.getpid()}",
+        }
         if result["part"] < 0:
             return result
         docs: list[Document] = pickle.loads(row["docs"])
@@ -365,12 +425,24 @@ class PartWriter:
 
                 # In a context of its own: the encoder would report its progress, in texts, to our bar of files.
                 vectors = contextvars.Context().run(
-                    self.encoder.encode_documents, [Index._doc_text(c) for c in chunks], task=s["task"],
-                    batch_size=self.batch_size)
+                    self.encoder.encode_documents,
+                    [Index._doc_text(c) for c in chunks],
+                    task=s["task"],
+                    batch_size=self.batch_size,
+                )
                 result["embedded"] = len(chunks)
-        meta = {"format_version": FORMAT_VERSION, "genretrieval": __version__, **s,
-                "encoder_spec": self.manifest_spec, "corpus": self.corpus, "source": row["source"],
-                "part": result["part"], "last": result["last"], "file_sha256": row["sha256"], "rows": len(chunks)}
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "genretrieval": __version__,
+            **s,
+            "encoder_spec": self.manifest_spec,
+            "corpus": self.corpus,
+            "source": row["source"],
+            "part": result["part"],
+            "last": result["last"],
+            "file_sha256": row["sha256"],
+            "rows": len(chunks),
+        }
         path.parent.mkdir(parents=True, exist_ok=True)
         write_parquet_atomic(path, _table(chunks, vectors, self.identity, meta))
         result["rows"] = len(chunks)
@@ -386,13 +458,15 @@ class PartWriter:
         try:
             old = read_part_info(path)
             if binding_differs(old.identity, self.identity) or any(
-                    old.meta.get(k) != self.settings[k] for k in SETTINGS):
+                old.meta.get(k) != self.settings[k] for k in SETTINGS
+            ):
                 return None
             table = pq.read_table(path, columns=["id", "content_hash", "vector"])
         except (GenRetError, OSError, ValueError):
             return None
-        if (table.column("id").to_pylist() != [c.id for c in chunks]
-                or table.column("content_hash").to_pylist() != [c.content_hash for c in chunks]):
+        if table.column("id").to_pylist() != [c.id for c in chunks] or table.column("content_hash").to_pylist() != [
+            c.content_hash for c in chunks
+        ]:
             return None
         return _vectors(table.column("vector"), self.identity["dim"])
 
@@ -407,17 +481,35 @@ def _table(chunks: list[Chunk], vectors: np.ndarray, identity: dict, meta: dict)
     import pyarrow as pa
 
     dim = int(identity["dim"])
-    schema = pa.schema([("id", pa.string()), ("doc_id", pa.string()), ("text", pa.string()),
-                        ("title", pa.string()), ("source", pa.string()), ("chunk_no", pa.int32()),
-                        ("char_start", pa.int64()), ("char_end", pa.int64()), ("metadata", pa.string()),
-                        ("content_hash", pa.string()), ("vector", pa.list_(pa.float32(), dim))],
-                       metadata={ENCODER_KEY: json.dumps(identity), PART_KEY: json.dumps(meta)})
+    schema = pa.schema(
+        [
+            ("id", pa.string()),
+            ("doc_id", pa.string()),
+            ("text", pa.string()),
+            ("title", pa.string()),
+            ("source", pa.string()),
+            ("chunk_no", pa.int32()),
+            ("char_start", pa.int64()),
+            ("char_end", pa.int64()),
+            ("metadata", pa.string()),
+            ("content_hash", pa.string()),
+            ("vector", pa.list_(pa.float32(), dim)),
+        ],
+        metadata={ENCODER_KEY: json.dumps(identity), PART_KEY: json.dumps(meta)},
+    )
     flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1), type=pa.float32())
-    columns = [[c.id for c in chunks], [c.doc_id for c in chunks], [c.text for c in chunks],
-               [c.title for c in chunks], [c.source for c in chunks], [c.chunk_no for c in chunks],
-               [c.char_start for c in chunks], [c.char_end for c in chunks],
-               [json.dumps(c.metadata, ensure_ascii=False, default=str) for c in chunks],
-               [c.content_hash for c in chunks]]
+    columns = [
+        [c.id for c in chunks],
+        [c.doc_id for c in chunks],
+        [c.text for c in chunks],
+        [c.title for c in chunks],
+        [c.source for c in chunks],
+        [c.chunk_no for c in chunks],
+        [c.char_start for c in chunks],
+        [c.char_end for c in chunks],
+        [json.dumps(c.metadata, ensure_ascii=False, default=str) for c in chunks],
+        [c.content_hash for c in chunks],
+    ]
     arrays = [pa.array(col, type=f.type) for col, f in zip(columns, schema)]
     arrays.append(pa.FixedSizeListArray.from_arrays(flat, dim))
     return pa.Table.from_arrays(arrays, schema=schema)
@@ -478,8 +570,9 @@ class _Run:
             n += 1
 
 
-def _prepare(path, out, settings_given: dict, follow_symlinks: bool, sync: bool
-             ) -> tuple[_FolderLock, Path, dict, EmbedStats, IngestStats, list[_Source], _Part | None]:
+def _prepare(
+    path, out, settings_given: dict, follow_symlinks: bool, sync: bool
+) -> tuple[_FolderLock, Path, dict, EmbedStats, IngestStats, list[_Source], _Part | None]:
     """Lock the folder, read its parts, resolve the settings and plan the run (no model is loaded)."""
     root = Path(path)
     if not root.exists() and not root.is_symlink():
@@ -499,8 +592,12 @@ def _prepare(path, out, settings_given: dict, follow_symlinks: bool, sync: bool
         stats, ingest = EmbedStats(), IngestStats()
         todo, remove = _plan(root, out, str(path), follow_symlinks, existing, ingest, stats)
         if sync:  # parts of files no longer in the corpus
-            remove += [p.path for source, parts in existing.items() if source not in ingest.sources_seen
-                       for p in parts.values()]
+            remove += [
+                p.path
+                for source, parts in existing.items()
+                if source not in ingest.sources_seen
+                for p in parts.values()
+            ]
         for p in remove:
             p.unlink(missing_ok=True)
         stats.removed += len(remove)
@@ -549,11 +646,24 @@ def _manifest_spec(spec: dict | None, identity: dict | None = None) -> dict:
     return EncoderSpec(spec.get("kind") or "gen", spec.get("backbone"), spec.get("adapter")).resolved().to_dict()
 
 
-def embed_corpus(path: str | os.PathLike, out: str | os.PathLike, encoder=None, *, encoder_spec: dict | None = None,
-                 task: str | None = None, chunk_size: int | None = None, overlap: int | None = None,
-                 part_documents: int | None = None, id_field: str | None = None, title_field: str | None = None,
-                 text_field: str | None = None, batch_size: int = 16, sync: bool = False,
-                 follow_symlinks: bool = False, progress: bool = True) -> EmbedStats:
+def embed_corpus(
+    path: str | os.PathLike,
+    out: str | os.PathLike,
+    encoder=None,
+    *,
+    encoder_spec: dict | None = None,
+    task: str | None = None,
+    chunk_size: int | None = None,
+    overlap: int | None = None,
+    part_documents: int | None = None,
+    id_field: str | None = None,
+    title_field: str | None = None,
+    text_field: str | None = None,
+    batch_size: int = 16,
+    sync: bool = False,
+    follow_symlinks: bool = False,
+    progress: bool = True,
+) -> EmbedStats:
     """Chunk and embed the corpus at ``path`` into Parquet parts under ``out``, in this process (see the module
     docstring for the layout and how a re-run resumes).
 
@@ -563,15 +673,28 @@ def embed_corpus(path: str | os.PathLike, out: str | os.PathLike, encoder=None, 
     ``sync`` also removes the parts of files that are no longer in the corpus.
     """
     t0 = time.perf_counter()
-    given = {"task": task, "chunk_size": chunk_size, "overlap": overlap, "part_documents": part_documents,
-             "id_field": id_field, "title_field": title_field, "text_field": text_field}
+    given = {
+        "task": task,
+        "chunk_size": chunk_size,
+        "overlap": overlap,
+        "part_documents": part_documents,
+        "id_field": id_field,
+        "title_field": title_field,
+        "text_field": text_field,
+    }
     lock, out, settings, stats, ingest, todo, recorded = _prepare(path, out, given, follow_symlinks, sync)
     with _locked_run(out, lock):
         if todo:
-            writer = PartWriter(str(out), settings, spec=encoder_spec, encoder=encoder,
-                                expected=recorded.identity if recorded else None, batch_size=batch_size,
-                                manifest_spec=_manifest_spec(encoder_spec, encoder and encoder.identity()),
-                                corpus=str(Path(path).resolve()))
+            writer = PartWriter(
+                str(out),
+                settings,
+                spec=encoder_spec,
+                encoder=encoder,
+                expected=recorded.identity if recorded else None,
+                batch_size=batch_size,
+                manifest_spec=_manifest_spec(encoder_spec, encoder and encoder.identity()),
+                corpus=str(Path(path).resolve()),
+            )
             with progress_bar("embedding files", len(todo), progress) as advance:
                 run = _Run(out, stats, ingest, advance)
                 for src in todo:
@@ -614,12 +737,25 @@ def _unwrap(error: BaseException) -> GenRetError | None:
     return None
 
 
-def embed_corpus_ray(path: str | os.PathLike, out: str | os.PathLike, encoder_spec: dict, *,
-                     address: str | None = None, workers: int | None = None, task: str | None = None,
-                     chunk_size: int | None = None, overlap: int | None = None, part_documents: int | None = None,
-                     id_field: str | None = None, title_field: str | None = None, text_field: str | None = None,
-                     batch_size: int = 16, sync: bool = False, follow_symlinks: bool = False,
-                     progress: bool = True) -> EmbedStats:
+def embed_corpus_ray(
+    path: str | os.PathLike,
+    out: str | os.PathLike,
+    encoder_spec: dict,
+    *,
+    address: str | None = None,
+    workers: int | None = None,
+    task: str | None = None,
+    chunk_size: int | None = None,
+    overlap: int | None = None,
+    part_documents: int | None = None,
+    id_field: str | None = None,
+    title_field: str | None = None,
+    text_field: str | None = None,
+    batch_size: int = 16,
+    sync: bool = False,
+    follow_symlinks: bool = False,
+    progress: bool = True,
+) -> EmbedStats:
     """``embed_corpus`` as a Ray Data pipeline: the same parts, rows and layout.
 
     Files are read into parts by Ray tasks (``flat_map``); parts are chunked, embedded and written by a pool of
@@ -636,8 +772,15 @@ def embed_corpus_ray(path: str | os.PathLike, out: str | os.PathLike, encoder_sp
     """
     ray = _import_ray()
     t0 = time.perf_counter()
-    given = {"task": task, "chunk_size": chunk_size, "overlap": overlap, "part_documents": part_documents,
-             "id_field": id_field, "title_field": title_field, "text_field": text_field}
+    given = {
+        "task": task,
+        "chunk_size": chunk_size,
+        "overlap": overlap,
+        "part_documents": part_documents,
+        "id_field": id_field,
+        "title_field": title_field,
+        "text_field": text_field,
+    }
     lock, out, settings, stats, ingest, todo, recorded = _prepare(path, out, given, follow_symlinks, sync)
     started = False
     quiet = logging.getLogger("ray.data")
@@ -661,8 +804,12 @@ def embed_corpus_ray(path: str | os.PathLike, out: str | os.PathLike, encoder_sp
                         first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
                         raise GenRetError(f"cannot join the Ray cluster at {address}: {first}") from None
                 else:
-                    ray.init(num_cpus=len(os.sched_getaffinity(0)), include_dashboard=False, logging_level="ERROR",
-                             log_to_driver=False)
+                    ray.init(
+                        num_cpus=len(os.sched_getaffinity(0)),
+                        include_dashboard=False,
+                        logging_level="ERROR",
+                        log_to_driver=False,
+                    )
                 started = True
             resources = _resources(ray, workers, encoder_spec)
             if not resources["gpus"]:
@@ -678,9 +825,15 @@ def embed_corpus_ray(path: str | os.PathLike, out: str | os.PathLike, encoder_sp
             if expected is not None and binding_differs(expected, answer["identity"]):
                 raise GenRetError(_other_encoder(out, expected, answer["identity"]))
             settings = {**settings, "chunk_size": answer["chunk_size"]}
-            writer_args = {"out": str(out.resolve()), "settings": settings, "spec": encoder_spec,
-                           "expected": expected or answer["identity"], "batch_size": batch_size,
-                           "manifest_spec": _manifest_spec(encoder_spec), "corpus": str(Path(path).resolve())}
+            writer_args = {
+                "out": str(out.resolve()),
+                "settings": settings,
+                "spec": encoder_spec,
+                "expected": expected or answer["identity"],
+                "batch_size": batch_size,
+                "manifest_spec": _manifest_spec(encoder_spec),
+                "corpus": str(Path(path).resolve()),
+            }
             with progress_bar("embedding files", len(todo), progress) as advance:
                 run = _Run(out, stats, ingest, advance)
                 try:
@@ -737,8 +890,14 @@ def _ray_pipeline(ray, todo: list[_Source], settings: dict, writer_args: dict, r
     # Reading is light next to encoding; asking for less CPU than the actors also keeps Ray from fusing the two
     # stages (which would tie each file to one actor).
     ds = ds.flat_map(_read_source, fn_kwargs={"settings": settings}, num_cpus=0.1)
-    ds = ds.map_batches(PartWriter, fn_constructor_kwargs=writer_args, batch_size=1, batch_format="numpy",
-                        compute=ActorPoolStrategy(size=resources["workers"]), **resources["actor"])
+    ds = ds.map_batches(
+        PartWriter,
+        fn_constructor_kwargs=writer_args,
+        batch_size=1,
+        batch_format="numpy",
+        compute=ActorPoolStrategy(size=resources["workers"]),
+        **resources["actor"],
+    )
     for row in ds.iter_rows():
         yield {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
 
@@ -776,14 +935,18 @@ def read_embeddings(directory: str | os.PathLike) -> tuple[list[_Part], _Part]:
     for source in sorted(found):
         ok, surplus = _complete(found[source])
         if not ok or surplus:
-            raise GenRetError(f"the embeddings of {source} in {directory} are incomplete (an interrupted or running "
-                              "genret embed); run it again to finish them")
+            raise GenRetError(
+                f"the embeddings of {source} in {directory} are incomplete (an interrupted or running "
+                "genret embed); run it again to finish them"
+            )
         parts += [p for _, p in sorted(found[source].items())]
     first = parts[0]
     for p in parts:
         if binding_differs(first.identity, p.identity):
-            raise GenRetError(f"{p.path} was made with the {describe_encoder(p.identity)}, but {first.path} with the "
-                              f"{describe_encoder(first.identity)}; one folder holds one encoder's embeddings")
+            raise GenRetError(
+                f"{p.path} was made with the {describe_encoder(p.identity)}, but {first.path} with the "
+                f"{describe_encoder(first.identity)}; one folder holds one encoder's embeddings"
+            )
         if any(p.meta.get(k) != first.meta.get(k) for k in SETTINGS):
             raise GenRetError(f"{p.path} was made with other settings than {first.path}")
     return parts, first
@@ -792,18 +955,29 @@ def read_embeddings(directory: str | os.PathLike) -> tuple[list[_Part], _Part]:
 def check_index_matches(manifest: Manifest, first: _Part, where: Path) -> None:
     """Refuse embeddings whose encoder or chunking differs from an existing index's (one line)."""
     if binding_differs(manifest.encoder, first.identity):
-        raise GenRetError(f"{first.path} was made with the {describe_encoder(first.identity)}, but index {where} "
-                          f"holds the {describe_encoder(manifest.encoder)}; load them into another index, or add "
-                          "--rebuild")
+        raise GenRetError(
+            f"{first.path} was made with the {describe_encoder(first.identity)}, but index {where} "
+            f"holds the {describe_encoder(manifest.encoder)}; load them into another index, or add "
+            "--rebuild"
+        )
     for key in ("task", "chunk_size", "overlap"):
         if getattr(manifest, key) != first.meta.get(key):
-            raise GenRetError(f"{first.path} was made with {key} {first.meta.get(key)}, but index {where} with "
-                              f"{getattr(manifest, key)}; load them into another index, or add --rebuild")
+            raise GenRetError(
+                f"{first.path} was made with {key} {first.meta.get(key)}, but index {where} with "
+                f"{getattr(manifest, key)}; load them into another index, or add --rebuild"
+            )
 
 
-def load_embeddings(index, directory: str | os.PathLike, *, sync: bool = False, parallel: int = 4,
-                    batch_rows: int = LOAD_BATCH, flush_every: int = LOAD_FLUSH_EVERY,
-                    progress: bool = True) -> IndexStats:
+def load_embeddings(
+    index,
+    directory: str | os.PathLike,
+    *,
+    sync: bool = False,
+    parallel: int = 4,
+    batch_rows: int = LOAD_BATCH,
+    flush_every: int = LOAD_FLUSH_EVERY,
+    progress: bool = True,
+) -> IndexStats:
     """Bulk-load an embeddings folder into an index open for writing, without encoding anything.
 
     Every file's encoder identity must match the index's (``BINDING`` fields), and its task and chunking too;
@@ -842,8 +1016,11 @@ def load_embeddings(index, directory: str | os.PathLike, *, sync: bool = False, 
                         rows = [i for i, c in enumerate(chunks) if c.id in changed]
                         if rows:
                             stats.updated += sum(1 for i in rows if chunks[i].id in existing)
-                            yield ([chunks[i].id for i in rows], _vectors(batch.column("vector"), dim)[rows],
-                                   [Index._payload(chunks[i]) for i in rows])
+                            yield (
+                                [chunks[i].id for i in rows],
+                                _vectors(batch.column("vector"), dim)[rows],
+                                [Index._payload(chunks[i]) for i in rows],
+                            )
                         advance(len(chunks))
 
             if (upload := getattr(index.store, "upload", None)) is not None:
@@ -859,9 +1036,13 @@ def load_embeddings(index, directory: str | os.PathLike, *, sync: bool = False, 
         stats.skipped = len(diff.unchanged)
         stats.added = stats.chunks - stats.skipped - stats.updated
         stale = diff.stale(IngestStats(sources_seen=set(sources), sources_read=set(sources)), sync=sync)
-        index._commit(stale, stats, corpus=first.meta.get("corpus") or index.manifest.corpus,
-                      fields={k: first.meta[k] for k in ("id_field", "title_field", "text_field")},
-                      embeddings=str(directory.resolve()))
+        index._commit(
+            stale,
+            stats,
+            corpus=first.meta.get("corpus") or index.manifest.corpus,
+            fields={k: first.meta[k] for k in ("id_field", "title_field", "text_field")},
+            embeddings=str(directory.resolve()),
+        )
     except OSError as e:
         raise GenRetError(f"cannot write the index {index.path}: {e.strerror or e}") from None
     stats.seconds = time.perf_counter() - t0
@@ -871,18 +1052,36 @@ def load_embeddings(index, directory: str | os.PathLike, *, sync: bool = False, 
 def _chunks(batch) -> list[Chunk]:
     """The chunks of a record batch of a part file."""
     cols = {name: batch.column(name).to_pylist() for name in _COLUMNS if name != "vector"}
-    return [Chunk(id=cols["id"][i], doc_id=cols["doc_id"][i], text=cols["text"][i], title=cols["title"][i],
-                  source=cols["source"][i], chunk_no=cols["chunk_no"][i], char_start=cols["char_start"][i],
-                  char_end=cols["char_end"][i], content_hash=cols["content_hash"][i],
-                  metadata=json.loads(cols["metadata"][i]))
-            for i in range(batch.num_rows)]
+    return [
+        Chunk(
+            id=cols["id"][i],
+            doc_id=cols["doc_id"][i],
+            text=cols["text"][i],
+            title=cols["title"][i],
+            source=cols["source"][i],
+            chunk_no=cols["chunk_no"][i],
+            char_start=cols["char_start"][i],
+            char_end=cols["char_end"][i],
+            content_hash=cols["content_hash"][i],
+            metadata=json.loads(cols["metadata"][i]),
+        )
+        for i in range(batch.num_rows)
+    ]
 
 
-def index_from_embeddings(directory: str | os.PathLike, where: str | os.PathLike,
-                          backend: Literal["faiss", "qdrant"] = "qdrant", *, url: str | None = None,
-                          faiss_index: str = "Flat",
-                          store_options: StoreOptions | dict | None = None, rebuild: bool = False,
-                          sync: bool = False, parallel: int = 4, progress: bool = True) -> tuple[IndexStats, int]:
+def index_from_embeddings(
+    directory: str | os.PathLike,
+    where: str | os.PathLike,
+    backend: Literal["faiss", "qdrant"] = "qdrant",
+    *,
+    url: str | None = None,
+    faiss_index: str = "Flat",
+    store_options: StoreOptions | dict | None = None,
+    rebuild: bool = False,
+    sync: bool = False,
+    parallel: int = 4,
+    progress: bool = True,
+) -> tuple[IndexStats, int]:
     """Create (or open) the index at ``where`` and bulk-load an embeddings folder into it, loading no model.
 
     A new index takes its encoder identity and spec, task, chunking and record fields from the files; an
@@ -896,11 +1095,20 @@ def index_from_embeddings(directory: str | os.PathLike, where: str | os.PathLike
     if (where / MANIFEST).exists() and not rebuild:
         check_index_matches(read_manifest(where), first, where)
     meta = first.meta
-    idx = Index.create(where, RecordedEncoder(first.identity), backend, url=url, faiss_index=faiss_index,
-                       task=meta["task"], chunk_size=meta["chunk_size"], overlap=meta["overlap"],
-                       fields={k: meta[k] for k in ("id_field", "title_field", "text_field")},
-                       encoder_spec=meta.get("encoder_spec") or {"kind": first.identity["kind"]},
-                       store_options=store_options, rebuild=rebuild)
+    idx = Index.create(
+        where,
+        RecordedEncoder(first.identity),
+        backend,
+        url=url,
+        faiss_index=faiss_index,
+        task=meta["task"],
+        chunk_size=meta["chunk_size"],
+        overlap=meta["overlap"],
+        fields={k: meta[k] for k in ("id_field", "title_field", "text_field")},
+        encoder_spec=meta.get("encoder_spec") or {"kind": first.identity["kind"]},
+        store_options=store_options,
+        rebuild=rebuild,
+    )
     try:
         stats = load_embeddings(idx, directory, sync=sync, parallel=parallel, progress=progress)
         total = idx.count()

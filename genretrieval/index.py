@@ -129,8 +129,10 @@ def _busy(directory: Path, fd: int) -> str:
     holder = os.pread(fd, 64, 0).decode(errors="replace").split()
     pid = holder[0] if holder else "?"
     if holder[1:2] == ["read"]:
-        return (f"index {directory} is open in pid {pid} (a Qdrant Edge index can be open in one process at a "
-                "time); try again when it is closed")
+        return (
+            f"index {directory} is open in pid {pid} (a Qdrant Edge index can be open in one process at a "
+            "time); try again when it is closed"
+        )
     return f"index {directory} is being written by pid {pid}; try again when it finishes"
 
 
@@ -179,8 +181,11 @@ def _undo(made: list[Path], lock: _Lock | None, new_dirs: list[Path]) -> None:
 
 def _check_store_folder(folder: Path) -> None:
     """Refuse to create a store in a ``store`` folder that holds something else (a user's own folder)."""
-    if folder.is_dir() and any(folder.iterdir()) and not any(
-            (folder / name).exists() for name in ("docstore.sqlite", "store.json", "shard")):
+    if (
+        folder.is_dir()
+        and any(folder.iterdir())
+        and not any((folder / name).exists() for name in ("docstore.sqlite", "store.json", "shard"))
+    ):
         raise GenRetError(f"{folder} exists and is not a genretrieval store; choose another index folder")
 
 
@@ -219,8 +224,16 @@ class Index:
     An index open for writing holds the folder's lock until ``close``; reading never changes the index.
     """
 
-    def __init__(self, path: Path, manifest: Manifest, encoder: Encoder | None, store, *, writable: bool = False,
-                 lock: _Lock | None = None):
+    def __init__(
+        self,
+        path: Path,
+        manifest: Manifest,
+        encoder: Encoder | None,
+        store,
+        *,
+        writable: bool = False,
+        lock: _Lock | None = None,
+    ):
         self.path, self.manifest, self.encoder, self.store = path, manifest, encoder, store
         self.writable = writable
         self._lock = lock
@@ -230,11 +243,23 @@ class Index:
 
     # ------------------------------------------------------------------------------------------ lifecycle
     @classmethod
-    def create(cls, path: str | Path, encoder: Encoder, backend: Literal["faiss", "qdrant"] = "qdrant", *,
-               url: str | None = None, collection: str | None = None, faiss_index: str = "Flat",
-               task: str = "retrieval", chunk_size: int = CHUNK_SIZE, overlap: int = OVERLAP,
-               fields: Mapping[str, Any] | None = None, encoder_spec: dict | EncoderSpec | None = None,
-               store_options: dict | StoreOptions | None = None, rebuild: bool = False) -> "Index":
+    def create(
+        cls,
+        path: str | Path,
+        encoder: Encoder,
+        backend: Literal["faiss", "qdrant"] = "qdrant",
+        *,
+        url: str | None = None,
+        collection: str | None = None,
+        faiss_index: str = "Flat",
+        task: str = "retrieval",
+        chunk_size: int = CHUNK_SIZE,
+        overlap: int = OVERLAP,
+        fields: Mapping[str, Any] | None = None,
+        encoder_spec: dict | EncoderSpec | None = None,
+        store_options: dict | StoreOptions | None = None,
+        rebuild: bool = False,
+    ) -> "Index":
         """Open the index at ``path`` for writing, creating it (store first, then the manifest) when it has no
         manifest yet.
 
@@ -271,12 +296,20 @@ class Index:
                     made.append(path / STORE)
             identity = encoder.identity()
             manifest = Manifest(
-                backend=backend, url=url, collection=collection or f"genret-{path.absolute().name}",
-                faiss_index=faiss_index, encoder=identity,
+                backend=backend,
+                url=url,
+                collection=collection or f"genret-{path.absolute().name}",
+                faiss_index=faiss_index,
+                encoder=identity,
                 encoder_spec=EncoderSpec.from_dict(encoder_spec or {"kind": identity["kind"]}),
-                task=task, chunk_size=chunk_size, overlap=overlap, fields={**FIELDS, **(fields or {})},
-                store_options=store_options if isinstance(store_options, StoreOptions) else
-                StoreOptions.from_dict(store_options))
+                task=task,
+                chunk_size=chunk_size,
+                overlap=overlap,
+                fields={**FIELDS, **(fields or {})},
+                store_options=store_options
+                if isinstance(store_options, StoreOptions)
+                else StoreOptions.from_dict(store_options),
+            )
             store = cls._open_store(path, manifest, create=True, url=url, **manifest.store_options.to_dict())
             made.append(path / MANIFEST)
             manifest.write(path)
@@ -292,8 +325,16 @@ class Index:
         return index
 
     @classmethod
-    def open(cls, path: str | Path, encoder: Encoder | None = None, *, with_encoder: bool = True,
-             writable: bool = False, url: str | None = None, **encoder_overrides) -> "Index":
+    def open(
+        cls,
+        path: str | Path,
+        encoder: Encoder | None = None,
+        *,
+        with_encoder: bool = True,
+        writable: bool = False,
+        url: str | None = None,
+        **encoder_overrides,
+    ) -> "Index":
         """Open an existing index: for searching, or with ``writable`` for ``add`` and ``delete`` too.
 
         Without ``encoder``, the one recorded in the manifest is loaded (``encoder_overrides`` such as
@@ -319,16 +360,34 @@ class Index:
                 raise GenRetError(read_only_message(path / STORE))
             lock = _Lock(path, "read")
         try:
-            return cls._attach(path, manifest, encoder, lock=lock, url=url, writable=writable,
-                               with_encoder=with_encoder, **encoder_overrides)
+            return cls._attach(
+                path,
+                manifest,
+                encoder,
+                lock=lock,
+                url=url,
+                writable=writable,
+                with_encoder=with_encoder,
+                **encoder_overrides,
+            )
         except BaseException:
             if lock is not None:
                 lock.release()
             raise
 
     @classmethod
-    def _attach(cls, path: Path, manifest: Manifest, encoder: Encoder | None, *, lock: _Lock | None,
-                url: str | None, writable: bool, with_encoder: bool = True, **encoder_overrides) -> "Index":
+    def _attach(
+        cls,
+        path: Path,
+        manifest: Manifest,
+        encoder: Encoder | None,
+        *,
+        lock: _Lock | None,
+        url: str | None,
+        writable: bool,
+        with_encoder: bool = True,
+        **encoder_overrides,
+    ) -> "Index":
         """The Index over an existing manifest: load or check the encoder, then open the store."""
         if with_encoder:
             if encoder is None:
@@ -343,22 +402,34 @@ class Index:
     @staticmethod
     def _check_encoder(path: Path, built: dict, now: dict) -> None:
         if binding_differs(built, now):
-            raise GenRetError(f"index {path} was built with the {describe_encoder(built)}, but this is the "
-                              f"{describe_encoder(now)}; use the same --encoder/--backbone/--adapter, or rebuild the "
-                              f"index with `genret index CORPUS --index-dir {path} --rebuild`")
+            raise GenRetError(
+                f"index {path} was built with the {describe_encoder(built)}, but this is the "
+                f"{describe_encoder(now)}; use the same --encoder/--backbone/--adapter, or rebuild the "
+                f"index with `genret index CORPUS --index-dir {path} --rebuild`"
+            )
 
     @staticmethod
-    def _open_store(path: Path, manifest: Manifest, *, create: bool, read_only: bool = False, url: str | None = None,
-                    **options):
+    def _open_store(
+        path: Path, manifest: Manifest, *, create: bool, read_only: bool = False, url: str | None = None, **options
+    ):
         """The index's store. A server index connects to ``url`` (named by the caller, so it gets the API
         key) or else to the manifest's URL (without the key); a local index ignores ``url``."""
         from .stores import open_store
 
         server = (url or manifest.url) if manifest.url else None
         try:
-            return open_store(manifest.backend, path / STORE, manifest.encoder["dim"], url=server,
-                              collection=manifest.collection, faiss_index=manifest.faiss_index,
-                              create=create, read_only=read_only, url_from_user=url is not None, **options)
+            return open_store(
+                manifest.backend,
+                path / STORE,
+                manifest.encoder["dim"],
+                url=server,
+                collection=manifest.collection,
+                faiss_index=manifest.faiss_index,
+                create=create,
+                read_only=read_only,
+                url_from_user=url is not None,
+                **options,
+            )
         except OSError as e:
             raise GenRetError(f"cannot open the store of index {path}: {e.strerror or e}") from None
 
@@ -374,8 +445,9 @@ class Index:
             manifest = None  # a damaged manifest: remove the local entries
         if manifest is not None and manifest.url:
             if not url:
-                raise GenRetError(f"index {path} is on a Qdrant server: name it with --url (or GENRET_URL) "
-                                  "to rebuild it")
+                raise GenRetError(
+                    f"index {path} is on a Qdrant server: name it with --url (or GENRET_URL) to rebuild it"
+                )
             store = cls._open_store(path, manifest, create=True, url=url)
             try:
                 store.drop()
@@ -435,16 +507,24 @@ class Index:
         ids = self.store.ids(where=where) if where else self.store.ids()
         out: dict[str, str | None] = {}
         for s in range(0, len(ids), 1000):
-            for pid, payload in self.store.get(ids[s:s + 1000]).items():
+            for pid, payload in self.store.get(ids[s : s + 1000]).items():
                 out[pid] = payload.get("content_hash")
         return out
 
     @staticmethod
     def _payload(chunk: Chunk) -> dict[str, Any]:
         meta = {k: v for k, v in chunk.metadata.items() if k not in RESERVED and k != ID_KEY}
-        return {**meta, "text": chunk.text, "title": chunk.title, "source": chunk.source, "doc_id": chunk.doc_id,
-                "chunk_no": chunk.chunk_no, "char_start": chunk.char_start, "char_end": chunk.char_end,
-                "content_hash": chunk.content_hash}
+        return {
+            **meta,
+            "text": chunk.text,
+            "title": chunk.title,
+            "source": chunk.source,
+            "doc_id": chunk.doc_id,
+            "chunk_no": chunk.chunk_no,
+            "char_start": chunk.char_start,
+            "char_end": chunk.char_end,
+            "content_hash": chunk.content_hash,
+        }
 
     def _require_encoder(self) -> Encoder:
         if self.encoder is None:
@@ -459,11 +539,21 @@ class Index:
 
     def _check_writable(self) -> None:
         if not self.writable:
-            raise GenRetError(f"index {self.path} is open for reading; open it with Index.open(..., writable=True) "
-                              "or Index.create to change it")
+            raise GenRetError(
+                f"index {self.path} is open for reading; open it with Index.open(..., writable=True) "
+                "or Index.create to change it"
+            )
 
-    def add(self, corpus: str | Path, *, sync: bool = False, batch_size: int = 16, flush_every: int = 256,
-            progress: bool = True, **fields) -> IndexStats:
+    def add(
+        self,
+        corpus: str | Path,
+        *,
+        sync: bool = False,
+        batch_size: int = 16,
+        flush_every: int = 256,
+        progress: bool = True,
+        **fields,
+    ) -> IndexStats:
         """Embed a file or directory into the index, incrementally.
 
         Unchanged chunks (same content hash) are skipped, changed ones re-embedded, chunks that a re-read file
@@ -478,8 +568,7 @@ class Index:
         stats = IndexStats()
         try:
             tokenizer = self._tokenizer()
-            chunks, ingest = scan(corpus, tokenizer, self.manifest.chunk_size, self.manifest.overlap,
-                                  **fields)
+            chunks, ingest = scan(corpus, tokenizer, self.manifest.chunk_size, self.manifest.overlap, **fields)
             existing = self._existing_hashes()
             todo, unchanged, stale = diff_chunks(existing, chunks, ingest, sync=sync)
             stats.files, stats.chunks, stats.skipped = ingest.files_read, len(chunks), len(unchanged)
@@ -493,8 +582,7 @@ class Index:
         stats.seconds = time.perf_counter() - t0
         return stats
 
-    def _embed(self, todo: list[Chunk], stats: IndexStats, batch_size: int, flush_every: int,
-               progress: bool) -> None:
+    def _embed(self, todo: list[Chunk], stats: IndexStats, batch_size: int, flush_every: int, progress: bool) -> None:
         """Embed ``todo`` and upsert it, flushing every ``flush_every`` chunks; adds to ``stats.encode_seconds``.
 
         Each part of ``flush_every`` chunks goes to the encoder whole: it sorts the texts by length into batches
@@ -502,10 +590,11 @@ class Index:
         """
         with progress_bar("embedding chunks", len(todo), progress and bool(todo)) as advance:
             for s in range(0, len(todo), flush_every):
-                part = todo[s:s + flush_every]
+                part = todo[s : s + flush_every]
                 te = time.perf_counter()
-                vectors = self._require_encoder().encode_documents([self._doc_text(c) for c in part],
-                                                                   task=self.manifest.task, batch_size=batch_size)
+                vectors = self._require_encoder().encode_documents(
+                    [self._doc_text(c) for c in part], task=self.manifest.task, batch_size=batch_size
+                )
                 stats.encode_seconds += time.perf_counter() - te
                 advance(len(part))
                 self.store.upsert([c.id for c in part], vectors, [self._payload(c) for c in part])
@@ -521,8 +610,9 @@ class Index:
         self.manifest = replace(self.manifest, **manifest, updated=timestamp())
         self.manifest.write(self.path)
 
-    def add_documents(self, documents: Iterable[Document], *, batch_size: int = 16, flush_every: int = 256,
-                      progress: bool = False) -> IndexStats:
+    def add_documents(
+        self, documents: Iterable[Document], *, batch_size: int = 16, flush_every: int = 256, progress: bool = False
+    ) -> IndexStats:
         """Embed documents given in memory (``corpus.Document``), chunked as ``add`` chunks the files of a corpus.
 
         A document whose ``doc_id`` the index holds already is replaced: its unchanged chunks are skipped, changed
@@ -539,12 +629,13 @@ class Index:
         stats = IndexStats(files=len(docs))
         try:
             tokenizer = self._tokenizer()
-            chunks = [c for d in docs for c in chunk_document(d, tokenizer, self.manifest.chunk_size,
-                                                              self.manifest.overlap)]
+            chunks = [
+                c for d in docs for c in chunk_document(d, tokenizer, self.manifest.chunk_size, self.manifest.overlap)
+            ]
             existing: dict[str, str | None] = {}
             if doc_ids and self.store.count():
                 for s in range(0, len(doc_ids), 500):
-                    existing.update(self._existing_hashes({"doc_id": doc_ids[s:s + 500]}))
+                    existing.update(self._existing_hashes({"doc_id": doc_ids[s : s + 500]}))
             diff = ChunkDiff(existing)
             todo = list(diff.changed(chunks))
             stale = sorted(set(existing) - diff.produced)
@@ -562,8 +653,7 @@ class Index:
     def _doc_text(chunk: Chunk) -> str:
         return f"{chunk.title} # {chunk.text}" if chunk.title else chunk.text
 
-    def delete(self, ids: Iterable[str] | None = None, source: str | None = None,
-               where: dict | None = None) -> int:
+    def delete(self, ids: Iterable[str] | None = None, source: str | None = None, where: dict | None = None) -> int:
         """Delete chunks by id, by source file, or by payload filter; returns how many went."""
         self._check_writable()
         where = dict(where or {})
@@ -577,14 +667,21 @@ class Index:
         return n
 
     # ------------------------------------------------------------------------------------------ reading
-    def search(self, queries: str | list[str], k: int = 10, where: dict | None = None, task: str | None = None,
-               batch_size: int = 16) -> list[list[Hit]]:
+    def search(
+        self,
+        queries: str | list[str],
+        k: int = 10,
+        where: dict | None = None,
+        task: str | None = None,
+        batch_size: int = 16,
+    ) -> list[list[Hit]]:
         """Top-``k`` chunks per query (cosine), optionally filtered by payload equality. A ``source`` may be
         given as stored (relative to the corpus root) or as a path from the current folder."""
         check_k(k)
         queries = [queries] if isinstance(queries, str) else list(queries)
-        vectors = self._require_encoder().encode_queries(queries, task=task or self.manifest.task,
-                                                         batch_size=batch_size)
+        vectors = self._require_encoder().encode_queries(
+            queries, task=task or self.manifest.task, batch_size=batch_size
+        )
         results = self.store.search(vectors, k, where=self._with_sources(where))
         return [[self._hit(h) for h in hits] for hits in results]
 
@@ -617,16 +714,21 @@ class Index:
     def _hit(h) -> Hit:
         p = dict(h.payload)
         core = {k: p.pop(k, None) for k in RESERVED}
-        return Hit(h.id, h.score, core["text"] or "", core["title"] or "", core["source"] or "",
-                   int(core["chunk_no"] or 0), p)
+        return Hit(
+            h.id, h.score, core["text"] or "", core["title"] or "", core["source"] or "", int(core["chunk_no"] or 0), p
+        )
 
     def count(self) -> int:
         return self.store.count()
 
     def info(self) -> dict[str, Any]:
         """The manifest plus live counts."""
-        return {"path": str(self.path), **self.manifest.to_dict(), "chunks": self.count(),
-                "store": type(self.store).__name__}
+        return {
+            "path": str(self.path),
+            **self.manifest.to_dict(),
+            "chunks": self.count(),
+            "store": type(self.store).__name__,
+        }
 
 
 def check_writable(where: Path) -> None:
@@ -641,11 +743,22 @@ def check_writable(where: Path) -> None:
         raise GenRetError(f"cannot write to {folder}: permission denied (the index folder must be writable)")
 
 
-def build_index(where: str | Path, settings: IndexSettings, *, corpus: str | Path | None = None,
-                embeddings: str | Path | None = None, given: set[str] | frozenset[str] = frozenset(),
-                rebuild: bool = False, named_url: str | None = None, sync: bool = False, batch_size: int = 16,
-                follow_symlinks: bool = False, parallel: int = 4, progress: bool = True,
-                **runtime: Any) -> tuple[IndexStats, int]:
+def build_index(
+    where: str | Path,
+    settings: IndexSettings,
+    *,
+    corpus: str | Path | None = None,
+    embeddings: str | Path | None = None,
+    given: set[str] | frozenset[str] = frozenset(),
+    rebuild: bool = False,
+    named_url: str | None = None,
+    sync: bool = False,
+    batch_size: int = 16,
+    follow_symlinks: bool = False,
+    parallel: int = 4,
+    progress: bool = True,
+    **runtime: Any,
+) -> tuple[IndexStats, int]:
     """What `genret index` does: embed ``corpus`` (or bulk-load the ``embeddings`` folder of `genret embed`)
     into the index at ``where``, creating it if needed. Returns the run's stats and the chunks in the index.
 
@@ -671,27 +784,57 @@ def build_index(where: str | Path, settings: IndexSettings, *, corpus: str | Pat
     if embeddings is not None:
         from .embed import index_from_embeddings
 
-        return index_from_embeddings(embeddings, where, backend, url=named_url,
-                                     faiss_index=settings.faiss_index, store_options=settings.store_options,
-                                     rebuild=rebuild, sync=sync, parallel=parallel, progress=progress)
+        return index_from_embeddings(
+            embeddings,
+            where,
+            backend,
+            url=named_url,
+            faiss_index=settings.faiss_index,
+            store_options=settings.store_options,
+            rebuild=rebuild,
+            sync=sync,
+            parallel=parallel,
+            progress=progress,
+        )
     if corpus is None:
         raise GenRetError("give the corpus PATH to index (or --from-embeddings DIR)")
     encoder = settings.spec.load(**runtime)
-    budget = (encoder.text_budget(encoder.task(settings.task).document) if hasattr(encoder, "text_budget")
-              else encoder.max_text_tokens)
+    budget = (
+        encoder.text_budget(encoder.task(settings.task).document)
+        if hasattr(encoder, "text_budget")
+        else encoder.max_text_tokens
+    )
     if settings.chunk_size > budget:
         if "chunk_size" in given:
-            raise GenRetError(f"--chunk-size {settings.chunk_size} is more than this encoder reads ({budget} tokens "
-                              f"after its instruction); use at most {budget}")
+            raise GenRetError(
+                f"--chunk-size {settings.chunk_size} is more than this encoder reads ({budget} tokens "
+                f"after its instruction); use at most {budget}"
+            )
         if manifest is None or rebuild:
             settings.chunk_size = budget
-    idx = Index.create(where, encoder, backend, url=named_url, faiss_index=settings.faiss_index,
-                       task=settings.task, chunk_size=settings.chunk_size, overlap=settings.overlap,
-                       fields=settings.fields, encoder_spec=settings.spec, store_options=settings.store_options,
-                       rebuild=rebuild)
+    idx = Index.create(
+        where,
+        encoder,
+        backend,
+        url=named_url,
+        faiss_index=settings.faiss_index,
+        task=settings.task,
+        chunk_size=settings.chunk_size,
+        overlap=settings.overlap,
+        fields=settings.fields,
+        encoder_spec=settings.spec,
+        store_options=settings.store_options,
+        rebuild=rebuild,
+    )
     try:
-        stats = idx.add(corpus, sync=sync, batch_size=batch_size, follow_symlinks=follow_symlinks,
-                        progress=progress, **settings.fields)
+        stats = idx.add(
+            corpus,
+            sync=sync,
+            batch_size=batch_size,
+            follow_symlinks=follow_symlinks,
+            progress=progress,
+            **settings.fields,
+        )
         return stats, idx.count()
     except GenRetError:
         idx.discard()  # a failed first run removes what it made, and only that

@@ -24,10 +24,23 @@ def _bright(name: str, query: str) -> Task:
     return Task(f"bright-{name}", query, DOCUMENT_DEFAULT)
 
 
-_STACKEXCHANGE = ["biology", "earth_science", "economics", "psychology", "robotics", "stackoverflow",
-                  "sustainable_living"]
-BRIGHT_SUBSETS: tuple[str, ...] = (*_STACKEXCHANGE, "leetcode", "pony", "aops", "theoremqa_theorems",
-                                   "theoremqa_questions")
+_STACKEXCHANGE = [
+    "biology",
+    "earth_science",
+    "economics",
+    "psychology",
+    "robotics",
+    "stackoverflow",
+    "sustainable_living",
+]
+BRIGHT_SUBSETS: tuple[str, ...] = (
+    *_STACKEXCHANGE,
+    "leetcode",
+    "pony",
+    "aops",
+    "theoremqa_theorems",
+    "theoremqa_questions",
+)
 
 TASKS: dict[str, Task] = {
     t.name: t
@@ -35,16 +48,21 @@ TASKS: dict[str, Task] = {
         Task("retrieval", QUERY_DEFAULT, DOCUMENT_DEFAULT),
         Task("advbench-ir", QUERY_DEFAULT, DOCUMENT_DEFAULT),
         Task("similarity", SYMMETRIC, SYMMETRIC),
-        *[_bright(s, f"Given a {s.replace('_', ' ')} post, retrieve relevant passages that help answer the post:")
-          for s in _STACKEXCHANGE],
+        *[
+            _bright(s, f"Given a {s.replace('_', ' ')} post, retrieve relevant passages that help answer the post:")
+            for s in _STACKEXCHANGE
+        ],
         _bright("leetcode", "Given a coding problem, retrieve relevant examples that help answer the problem:"),
-        _bright("pony", "Given a question about the Pony programming language, retrieve relevant passages "
-                        "that help answer the question:"),
+        _bright(
+            "pony",
+            "Given a question about the Pony programming language, retrieve relevant passages "
+            "that help answer the question:",
+        ),
         _bright("aops", "Given a math problem, retrieve relevant examples that help answer the problem:"),
-        _bright("theoremqa_theorems", "Given a math problem, retrieve relevant theorems that help answer the "
-                                      "problem:"),
-        _bright("theoremqa_questions", "Given a math problem, retrieve relevant examples that help answer the "
-                                       "problem:"),
+        _bright("theoremqa_theorems", "Given a math problem, retrieve relevant theorems that help answer the problem:"),
+        _bright(
+            "theoremqa_questions", "Given a math problem, retrieve relevant examples that help answer the problem:"
+        ),
     ]
 }
 

@@ -42,8 +42,10 @@ class RecordFields(TypedDict):
 def describe_encoder(identity: dict[str, Any]) -> str:
     """An encoder identity in words, for error messages."""
     if identity.get("kind") == "gen":
-        return (f"gen encoder on {identity.get('backbone')} with adapter {str(identity.get('adapter'))[:12]}"
-                f"{'' if identity.get('trained', True) else ' (untrained)'}")
+        return (
+            f"gen encoder on {identity.get('backbone')} with adapter {str(identity.get('adapter'))[:12]}"
+            f"{'' if identity.get('trained', True) else ' (untrained)'}"
+        )
     return f"{identity.get('kind')} encoder {identity.get('model') or identity.get('backbone')}"
 
 
@@ -93,8 +95,10 @@ class Manifest:
             raise GenRetError(f"corrupt {where} (not a JSON object)")
         version = data.get("format_version", 1)
         if not isinstance(version, int) or version > FORMAT_VERSION:
-            raise GenRetError(f"{where} has format version {version}, newer than this genretrieval reads "
-                              f"({FORMAT_VERSION}); upgrade genretrieval")
+            raise GenRetError(
+                f"{where} has format version {version}, newer than this genretrieval reads "
+                f"({FORMAT_VERSION}); upgrade genretrieval"
+            )
         missing = [k for k in REQUIRED if k not in data]
         if not missing and not (isinstance(data["encoder"], dict) and "dim" in data["encoder"]):
             missing.append("encoder.dim")
@@ -107,9 +111,14 @@ class Manifest:
             raise GenRetError(f"corrupt {where} (unknown key {unknown[0]!r})")
         if data["backend"] not in BACKENDS:
             raise GenRetError(f"corrupt {where} (unknown backend {data['backend']!r})")
-        return cls(**{**data, "encoder_spec": EncoderSpec.from_dict(data["encoder_spec"], where),
-                      "store_options": StoreOptions.from_dict(data.get("store_options"), where),
-                      "fields": {k: (data.get("fields") or {}).get(k, v) for k, v in FIELDS.items()}})
+        return cls(
+            **{
+                **data,
+                "encoder_spec": EncoderSpec.from_dict(data["encoder_spec"], where),
+                "store_options": StoreOptions.from_dict(data.get("store_options"), where),
+                "fields": {k: (data.get("fields") or {}).get(k, v) for k, v in FIELDS.items()},
+            }
+        )
 
     @classmethod
     def read(cls, path: str | Path) -> Manifest:
@@ -170,10 +179,20 @@ class IndexSettings:
     def of(cls, manifest: Manifest) -> IndexSettings:
         """The settings an index was built with."""
         spec = manifest.encoder_spec
-        return cls(backend=manifest.backend, url=manifest.url, faiss_index=manifest.faiss_index, encoder=spec.kind,
-                   backbone=spec.backbone, adapter=spec.adapter, task=manifest.task, chunk_size=manifest.chunk_size,
-                   overlap=manifest.overlap, shards=manifest.store_options.shard_number,
-                   replicas=manifest.store_options.replication_factor, **manifest.fields)
+        return cls(
+            backend=manifest.backend,
+            url=manifest.url,
+            faiss_index=manifest.faiss_index,
+            encoder=spec.kind,
+            backbone=spec.backbone,
+            adapter=spec.adapter,
+            task=manifest.task,
+            chunk_size=manifest.chunk_size,
+            overlap=manifest.overlap,
+            shards=manifest.store_options.shard_number,
+            replicas=manifest.store_options.replication_factor,
+            **manifest.fields,
+        )
 
     @property
     def spec(self) -> EncoderSpec:
@@ -187,8 +206,15 @@ class IndexSettings:
     def fields(self) -> RecordFields:
         return {"id_field": self.id_field, "title_field": self.title_field, "text_field": self.text_field}
 
-    def settle(self, manifest: Manifest | None, given: set[str], where: Path, *, rebuild: bool = False,
-               named_url: str | None = None) -> IndexSettings:
+    def settle(
+        self,
+        manifest: Manifest | None,
+        given: set[str],
+        where: Path,
+        *,
+        rebuild: bool = False,
+        named_url: str | None = None,
+    ) -> IndexSettings:
         """The settings of a run on the index at ``where``: the ``given`` (explicit) ones, else the manifest's,
         else these (the defaults). Without ``rebuild``, a given setting that differs from the manifest's is a
         one-line GenRetError. ``named_url`` is the server the user named (option or environment): for an index
@@ -201,16 +227,20 @@ class IndexSettings:
             flag = "--" + name.replace("_", "-")
             if name == "url":
                 if not built.url:
-                    raise GenRetError(f"index {where} is a local {built.backend} index, not one on a Qdrant server: "
-                                      "leave out --url, or add --rebuild to rebuild it on the server")
+                    raise GenRetError(
+                        f"index {where} is a local {built.backend} index, not one on a Qdrant server: "
+                        "leave out --url, or add --rebuild to rebuild it on the server"
+                    )
                 continue  # naming the server of a server index is how its API key gets sent
             if name == "faiss_index" and built.backend != "faiss":
                 continue  # refused below: --faiss-index does not apply to a qdrant index
             if not _same(name, getattr(mine, name), getattr(built, name), manifest):
                 old = getattr(built, name)
                 old = f"the default {flag}" if old is None else f"{flag} {old}"
-                raise GenRetError(f"index {where} was built with {old}; leave out {flag} (the index remembers it) "
-                                  f"or add --rebuild to rebuild it with {flag} {getattr(mine, name)}")
+                raise GenRetError(
+                    f"index {where} was built with {old}; leave out {flag} (the index remembers it) "
+                    f"or add --rebuild to rebuild it with {flag} {getattr(mine, name)}"
+                )
         settled = replace(built, **{n: getattr(mine, n) for n in given})
         if named_url and built.url:
             settled.url = named_url
@@ -227,8 +257,7 @@ class IndexSettings:
         if self.backend != "faiss" and "faiss_index" in given:
             raise GenRetError(f"--faiss-index applies to --backend faiss, and this index uses {self.backend}")
         if rebuild and self.url and not named_url:
-            raise GenRetError(f"index {where} is on a Qdrant server: name it with --url (or GENRET_URL) to rebuild "
-                              "it")
+            raise GenRetError(f"index {where} is on a Qdrant server: name it with --url (or GENRET_URL) to rebuild it")
         return self
 
 

@@ -63,8 +63,14 @@ class Progress:
     steps a resumed run already did, count as done but not towards the rate). ``unit="bytes"`` shows MiB.
     """
 
-    def __init__(self, description: str, total: int | None, clock: Callable[[], float] = time.monotonic,
-                 unit: str = "", initial: float = 0):
+    def __init__(
+        self,
+        description: str,
+        total: int | None,
+        clock: Callable[[], float] = time.monotonic,
+        unit: str = "",
+        initial: float = 0,
+    ):
         self.description = description
         self.total = total
         self.unit = unit
@@ -223,9 +229,17 @@ def _rich_bar(progress: Progress, stream: TextIO) -> Iterator[Callable[[], None]
 
 
 @contextmanager
-def progress_bar(description: str, total: int | None, enabled: bool | None = True, *,
-                 stream: TextIO | None = None, interval: float | None = None, unit: str = "",
-                 initial: float = 0, clock: Callable[[], float] = time.monotonic) -> Iterator[Progress]:
+def progress_bar(
+    description: str,
+    total: int | None,
+    enabled: bool | None = True,
+    *,
+    stream: TextIO | None = None,
+    interval: float | None = None,
+    unit: str = "",
+    initial: float = 0,
+    clock: Callable[[], float] = time.monotonic,
+) -> Iterator[Progress]:
     """Show progress of ``total`` items (None: unknown) on ``stream`` (default stderr); yields a ``Progress``.
 
     Call it as ``advance(n=1, info=None)``, or ``.partial(n)`` for work in flight. On a terminal: a bar with the

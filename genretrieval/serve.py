@@ -66,6 +66,7 @@ class Limits:
 
 # ---------------------------------------------------------------------------------------------- request bodies
 
+
 def _one_or_list(types: tuple[type, ...], what: str, schema: list[dict]):
     """A value of ``types`` or a non-empty list of them, checked with one clear message (not one per type)."""
 
@@ -78,8 +79,9 @@ def _one_or_list(types: tuple[type, ...], what: str, schema: list[dict]):
                 raise ValueError(f"must be {what}, or a list of them")
         return value
 
-    return Annotated[Any, AfterValidator(check),
-                     WithJsonSchema({"anyOf": [*schema, {"type": "array", "items": {"anyOf": schema}}]})]
+    return Annotated[
+        Any, AfterValidator(check), WithJsonSchema({"anyOf": [*schema, {"type": "array", "items": {"anyOf": schema}}]})
+    ]
 
 
 _SCALARS = [{"type": "string"}, {"type": "integer"}, {"type": "boolean"}]
@@ -99,8 +101,11 @@ class SearchRequest(BaseModel):
 
     query: str = Field(description="The query text.")
     k: int = Field(10, description="Hits to return (at most the server's max_k).")
-    filter: Filter | None = Field(None, description="Payload equality filter: field -> value or list of values "
-                                                    "(any of them), as Index.search's `where`.")
+    filter: Filter | None = Field(
+        None,
+        description="Payload equality filter: field -> value or list of values "
+        "(any of them), as Index.search's `where`.",
+    )
     task: str | None = Field(None, description="Query instruction preset (default: the index's).")
 
 
@@ -119,12 +124,16 @@ class DocumentIn(BaseModel):
     model_config = ConfigDict(extra="allow")
     __pydantic_extra__: dict[str, MetaValue] = Field(init=False)
 
-    id: str | int | None = Field(None, description="Document id; the index stores it as `<source>#<id>`. Default: "
-                                                   "a hash of the title and text.")
+    id: str | int | None = Field(
+        None, description="Document id; the index stores it as `<source>#<id>`. Default: a hash of the title and text."
+    )
     text: str = Field(description="The document's text; chunked as `genret index` chunks files.")
     title: str = ""
-    source: str = Field(_DEFAULT_SOURCE, min_length=1, description="Where the document comes from: a filterable "
-                                                                  "field, and what DELETE /documents takes.")
+    source: str = Field(
+        _DEFAULT_SOURCE,
+        min_length=1,
+        description="Where the document comes from: a filterable field, and what DELETE /documents takes.",
+    )
     metadata: dict[str, MetaValue] | None = Field(None, description="More metadata fields (filterable).")
 
 
@@ -253,8 +262,11 @@ class _Guard:
             except ValueError:
                 name = ""
             if name.lower() not in self.allowed_hosts:
-                refusal = _error(400, f"this server does not answer to host {host!r} (it listens on a loopback "
-                                      "address; use 127.0.0.1 or localhost)")
+                refusal = _error(
+                    400,
+                    f"this server does not answer to host {host!r} (it listens on a loopback "
+                    "address; use 127.0.0.1 or localhost)",
+                )
         declared = headers.get(b"content-length")
         too_big = declared is not None and declared.isdigit() and int(declared) > self.max_body
         body = bytearray()
@@ -270,8 +282,9 @@ class _Guard:
                     body = bytearray()
             more = message.get("more_body", False)
         if refusal is None and too_big:
-            refusal = _error(413, f"request body is over this server's limit of {self.max_body} bytes "
-                                  "(genret serve --max-body)")
+            refusal = _error(
+                413, f"request body is over this server's limit of {self.max_body} bytes (genret serve --max-body)"
+            )
         if refusal is None and body and not _is_json(headers.get(b"content-type")):
             refusal = _error(415, "send the request body as JSON, with Content-Type: application/json")
         if refusal is not None:
@@ -302,8 +315,9 @@ def _validation_message(errors: list[dict]) -> tuple[int, str]:
     return 422, "invalid request: " + "; ".join(parts) + more
 
 
-def create_app(index, *, token: str | None = None, limits: Limits | None = None,
-               allowed_hosts: tuple[str, ...] | None = None) -> "FastAPI":
+def create_app(
+    index, *, token: str | None = None, limits: Limits | None = None, allowed_hosts: tuple[str, ...] | None = None
+) -> "FastAPI":
     """The HTTP API over ``index`` (an open ``genretrieval.Index`` with its encoder).
 
     Writes (POST and DELETE /documents) need ``token`` as a bearer token and an index open for writing; without
@@ -317,8 +331,11 @@ def create_app(index, *, token: str | None = None, limits: Limits | None = None,
         raise GenRetError("the server needs an index opened with its encoder")
     limits = limits or Limits()
     service = _Service(index, token, limits)
-    app = FastAPI(title="genretrieval", version=__version__,
-                  description="Search an index built with generative embeddings (LLM2Vec-Gen).")
+    app = FastAPI(
+        title="genretrieval",
+        version=__version__,
+        description="Search an index built with generative embeddings (LLM2Vec-Gen).",
+    )
     app.state.service = service
     app.add_middleware(_Guard, max_body=limits.max_body, allowed_hosts=allowed_hosts)
     bearer = HTTPBearer(auto_error=False, description=f"The token in {TOKEN_ENV} when the server started.")
@@ -350,8 +367,11 @@ def create_app(index, *, token: str | None = None, limits: Limits | None = None,
             raise HTTPException(403, "writes are disabled: this server opened the index for reading (--read-only)")
         given = credentials.credentials.encode() if credentials else b""
         if not hmac.compare_digest(given, service.token):
-            raise HTTPException(401, "missing or wrong bearer token (Authorization: Bearer $GENRET_API_TOKEN)",
-                                headers={"WWW-Authenticate": "Bearer"})
+            raise HTTPException(
+                401,
+                "missing or wrong bearer token (Authorization: Bearer $GENRET_API_TOKEN)",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
 
     @app.get("/health", summary="Liveness")
     def health() -> dict:
@@ -373,24 +393,28 @@ def create_app(index, *, token: str | None = None, limits: Limits | None = None,
     @app.post("/search/batch", summary="Top-k chunks for each of several queries")
     def search_batch(req: BatchSearchRequest) -> dict:
         if len(req.queries) > limits.max_batch:
-            raise GenRetError(f"{len(req.queries)} queries, more than this server's limit of {limits.max_batch} per "
-                              "request (genret serve --max-batch)")
+            raise GenRetError(
+                f"{len(req.queries)} queries, more than this server's limit of {limits.max_batch} per "
+                "request (genret serve --max-batch)"
+            )
         _check_queries(req.queries)
         service.check_k(req.k)
         with service.reading() as idx:
             results = idx.search(req.queries, k=req.k, where=service.where(req.filter), task=req.task)
         return {"results": [_hits(q, hits) for q, hits in zip(req.queries, results)]}
 
-    @app.post("/documents", summary="Add or replace documents (needs the bearer token)",
-              dependencies=[Depends(writer)])
-    def add_documents(body: Annotated[DocumentsIn, Body(
-            description="A list of documents, or {\"documents\": [...]}")]) -> dict:
+    @app.post("/documents", summary="Add or replace documents (needs the bearer token)", dependencies=[Depends(writer)])
+    def add_documents(
+        body: Annotated[DocumentsIn, Body(description='A list of documents, or {"documents": [...]}')],
+    ) -> dict:
         posted = body.root
         if not posted:
             raise GenRetError("no documents given")
         if len(posted) > limits.max_documents:
-            raise GenRetError(f"{len(posted)} documents, more than this server's limit of {limits.max_documents} "
-                              "per request (genret serve --max-documents)")
+            raise GenRetError(
+                f"{len(posted)} documents, more than this server's limit of {limits.max_documents} "
+                "per request (genret serve --max-documents)"
+            )
         docs = [_document(d) for d in posted]
         with service.writing() as idx:
             stats = idx.add_documents(docs)
@@ -400,13 +424,22 @@ def create_app(index, *, token: str | None = None, limits: Limits | None = None,
         by_doc: dict[str, list[str]] = {i: [] for i in doc_ids}
         for cid in chunk_ids:
             by_doc.setdefault(cid.rpartition("::")[0], []).append(cid)
-        return {"added": stats.added, "updated": stats.updated, "unchanged": stats.skipped,
-                "deleted": stats.deleted, "chunks": stats.chunks, "total": total,
-                "documents": [{"id": i, "chunks": sorted(by_doc[i])} for i in doc_ids],
-                "seconds": round(stats.seconds, 3)}
+        return {
+            "added": stats.added,
+            "updated": stats.updated,
+            "unchanged": stats.skipped,
+            "deleted": stats.deleted,
+            "chunks": stats.chunks,
+            "total": total,
+            "documents": [{"id": i, "chunks": sorted(by_doc[i])} for i in doc_ids],
+            "seconds": round(stats.seconds, 3),
+        }
 
-    @app.delete("/documents", summary="Delete chunks by id, document id, source or filter (needs the bearer token)",
-                dependencies=[Depends(writer)])
+    @app.delete(
+        "/documents",
+        summary="Delete chunks by id, document id, source or filter (needs the bearer token)",
+        dependencies=[Depends(writer)],
+    )
     def delete_documents(req: DeleteRequest) -> dict:
         where = dict(req.filter or {})
         if req.doc_ids:
@@ -432,9 +465,19 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def run(path: str | Path, *, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
-        read_only: bool = False, limits: Limits | None = None, url: str | None = None,
-        log: Callable[[str], None] = logger.warning, log_level: str = "info", **encoder_overrides) -> None:
+def run(
+    path: str | Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    token: str | None = None,
+    read_only: bool = False,
+    limits: Limits | None = None,
+    url: str | None = None,
+    log: Callable[[str], None] = logger.warning,
+    log_level: str = "info",
+    **encoder_overrides,
+) -> None:
     """Open the index at ``path`` and serve it on ``host``:``port`` until interrupted (Ctrl-C, SIGTERM).
 
     ``token`` (default: ``$GENRET_API_TOKEN``) enables writes: the index is then opened for writing and holds
@@ -448,21 +491,32 @@ def run(path: str | Path, *, host: str = "127.0.0.1", port: int = 8000, token: s
     token = token if token is not None else os.environ.get(TOKEN_ENV) or None
     writable = bool(token) and not read_only
     if not is_loopback(host):
-        log(f"warning: listening on {host}, beyond this machine: anyone who can reach port {port} can search the "
-            "index" + ("; the token travels in clear over plain HTTP, so put a TLS proxy in front" if writable
-                       else ""))
+        log(
+            f"warning: listening on {host}, beyond this machine: anyone who can reach port {port} can search the "
+            "index" + ("; the token travels in clear over plain HTTP, so put a TLS proxy in front" if writable else "")
+        )
     if token and len(token) < 16:
-        log(f"warning: {TOKEN_ENV} is short ({len(token)} characters); use a long random one "
-            "(python -c 'import secrets; print(secrets.token_urlsafe(32))')")
+        log(
+            f"warning: {TOKEN_ENV} is short ({len(token)} characters); use a long random one "
+            "(python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
     t0 = time.perf_counter()
     index = Index.open(path, url=url, writable=writable, **encoder_overrides)
     try:
-        app = create_app(index, token=token, limits=limits,
-                         allowed_hosts=(*LOOPBACK_HOSTS, host) if is_loopback(host) else None)
-        writes = ("enabled (bearer token)" if writable else
-                  "disabled (--read-only)" if token else f"disabled (no {TOKEN_ENV})")
-        log(f"serving index {path} ({index.count()} chunks, loaded in {time.perf_counter() - t0:.1f}s) on "
-            f"http://{host}:{port}; writes {writes}")
+        app = create_app(
+            index, token=token, limits=limits, allowed_hosts=(*LOOPBACK_HOSTS, host) if is_loopback(host) else None
+        )
+        writes = (
+            "enabled (bearer token)"
+            if writable
+            else "disabled (--read-only)"
+            if token
+            else f"disabled (no {TOKEN_ENV})"
+        )
+        log(
+            f"serving index {path} ({index.count()} chunks, loaded in {time.perf_counter() - t0:.1f}s) on "
+            f"http://{host}:{port}; writes {writes}"
+        )
         config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10)
         _serve(uvicorn.Server(config))
         log("server stopped")

@@ -10,9 +10,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 import pytest
 
-WORDS = ("the a of to and in is what how why who capital france paris bread bake city river water bomb make "
-         "generate relevant document that answers this query summarize following passage text semantically "
-         "similar question answer model tokens long short hello world data").split()
+WORDS = (
+    "the a of to and in is what how why who capital france paris bread bake city river water bomb make "
+    "generate relevant document that answers this query summarize following passage text semantically "
+    "similar question answer model tokens long short hello world data"
+).split()
 
 
 @pytest.fixture(autouse=True)
@@ -35,17 +37,29 @@ def build_tiny_backbone(directory: Path, hidden: int = 32, seed: int = 0) -> Pat
     tk = Tokenizer(models.BPE(unk_token=None))
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tk.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<pad>", "<eos>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<pad>", "<eos>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
     tk.train_from_iterator([" ".join(WORDS)] * 4, trainer)
     tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", eos_token="<eos>")
-    tok.chat_template = ("{% for m in messages %}{{ m['content'] }} {% endfor %}"
-                         "{% if add_generation_prompt %}answer {% endif %}")
+    tok.chat_template = (
+        "{% for m in messages %}{{ m['content'] }} {% endfor %}{% if add_generation_prompt %}answer {% endif %}"
+    )
     torch.manual_seed(seed)
-    cfg = Qwen2Config(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                      pad_token_id=0, eos_token_id=1, bos_token_id=None, tie_word_embeddings=False,
-                      initializer_range=0.2)  # large enough that the input steers the output distribution
+    cfg = Qwen2Config(
+        vocab_size=len(tok),
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=None,
+        tie_word_embeddings=False,
+        initializer_range=0.2,
+    )  # large enough that the input steers the output distribution
     Qwen2ForCausalLM(cfg).save_pretrained(directory)
     tok.save_pretrained(directory)
     return directory
@@ -115,7 +129,9 @@ def write_corpus(root: Path) -> Path:
     (root / "a.md").write_text("# Paris\nParis is the capital of France. " * 3)
     (root / "b.txt").write_text("bread is made of water")
     (root / "sub" / "c.jsonl").write_text(
-        json.dumps({"id": "r1", "text": "the river flows to the sea", "lang": "en"}) + "\n"
-        + json.dumps({"id": "r2", "text": "le fleuve coule vers la mer", "lang": "fr"}) + "\n")
+        json.dumps({"id": "r1", "text": "the river flows to the sea", "lang": "en"})
+        + "\n"
+        + json.dumps({"id": "r2", "text": "le fleuve coule vers la mer", "lang": "fr"})
+        + "\n"
+    )
     return root
-

@@ -37,14 +37,17 @@ class FakeTokenizer:
 
     pad_token_id = 0
 
-    def __call__(self, text: str | Sequence[str], add_special_tokens: bool = True,
-                 return_offsets_mapping: bool = False, **_: Any) -> dict[str, list]:
+    def __call__(
+        self, text: str | Sequence[str], add_special_tokens: bool = True, return_offsets_mapping: bool = False, **_: Any
+    ) -> dict[str, list]:
         if not isinstance(text, str):
             rows = [self(t, add_special_tokens, return_offsets_mapping) for t in text]
             return {key: [r[key] for r in rows] for key in rows[0]} if rows else {"input_ids": []}
         spans = [m.span() for m in TOKEN.finditer(text)]
-        out: dict[str, list] = {"input_ids": [1 + _bucket(text[s:e], 50_000)[0] for s, e in spans],
-                                "attention_mask": [1] * len(spans)}
+        out: dict[str, list] = {
+            "input_ids": [1 + _bucket(text[s:e], 50_000)[0] for s, e in spans],
+            "attention_mask": [1] * len(spans),
+        }
         if return_offsets_mapping:
             out["offset_mapping"] = spans
         return out
@@ -80,16 +83,29 @@ class FakeEncoder:
         task = self.task("retrieval")
         return min(self.text_budget(task.query), self.text_budget(task.document))
 
-    def encode_queries(self, texts: Sequence[str], task: str = "retrieval", batch_size: int = 16,
-                       normalize: bool = True, progress: bool = False) -> np.ndarray:
+    def encode_queries(
+        self,
+        texts: Sequence[str],
+        task: str = "retrieval",
+        batch_size: int = 16,
+        normalize: bool = True,
+        progress: bool = False,
+    ) -> np.ndarray:
         return self.encode(texts, self.task(task).query, normalize, progress)
 
-    def encode_documents(self, texts: Sequence[str], task: str = "retrieval", batch_size: int = 16,
-                         normalize: bool = True, progress: bool = False) -> np.ndarray:
+    def encode_documents(
+        self,
+        texts: Sequence[str],
+        task: str = "retrieval",
+        batch_size: int = 16,
+        normalize: bool = True,
+        progress: bool = False,
+    ) -> np.ndarray:
         return self.encode(texts, self.task(task).document, normalize, progress)
 
-    def encode(self, texts: Sequence[str], instruction: str = "", normalize: bool = True,
-               progress: bool = False) -> np.ndarray:
+    def encode(
+        self, texts: Sequence[str], instruction: str = "", normalize: bool = True, progress: bool = False
+    ) -> np.ndarray:
         texts = check_texts(texts)
         budget = self.text_budget(instruction)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
@@ -98,8 +114,11 @@ class FakeEncoder:
             for i, text in enumerate(texts):
                 tokens = TOKEN.findall(text)
                 if len(tokens) > budget:
-                    log_truncation(self, f"text {i} was cut to the {budget} tokens the encoder reads: "
-                                         f"{len(tokens) - budget:,} tokens at its end were dropped")
+                    log_truncation(
+                        self,
+                        f"text {i} was cut to the {budget} tokens the encoder reads: "
+                        f"{len(tokens) - budget:,} tokens at its end were dropped",
+                    )
                 words = [t.lower() for t in tokens[:budget] if WORD.fullmatch(t)] or [""]
                 for word in words:
                     j, sign = _bucket(word, self.dim)

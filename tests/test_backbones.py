@@ -155,13 +155,19 @@ def test_tokenizer_snapshot_behaves_like_the_original(tmp_path, tiny_backbone):
     texts = ["what is the capital of france", "hello <eos> world", "Ünïcode  spaces\tand\nlines", "bread " * 40]
     for tok in (first, snap):
         assert tok(texts)["input_ids"] == original(texts)["input_ids"]
-        assert tok(texts, truncation=True, max_length=8)["input_ids"] == \
-            original(texts, truncation=True, max_length=8)["input_ids"]
-        assert (tok.pad_token_id, tok.eos_token_id, len(tok)) == (original.pad_token_id, original.eos_token_id,
-                                                                   len(original))
+        assert (
+            tok(texts, truncation=True, max_length=8)["input_ids"]
+            == original(texts, truncation=True, max_length=8)["input_ids"]
+        )
+        assert (tok.pad_token_id, tok.eos_token_id, len(tok)) == (
+            original.pad_token_id,
+            original.eos_token_id,
+            len(original),
+        )
         chat = [{"role": "user", "content": "hello"}]
-        assert tok.apply_chat_template(chat, add_generation_prompt=True) == \
-            original.apply_chat_template(chat, add_generation_prompt=True)
+        assert tok.apply_chat_template(chat, add_generation_prompt=True) == original.apply_chat_template(
+            chat, add_generation_prompt=True
+        )
         ids = original("hello world <eos>")["input_ids"]
         assert tok.decode(ids, skip_special_tokens=True) == original.decode(ids, skip_special_tokens=True)
 

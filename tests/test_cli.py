@@ -88,8 +88,13 @@ def test_help_describes_every_option():
     assert "--num-threads" in _help("explain")
     assert "qrels/<split>.tsv" in _help("eval", "beir")
     train = _help("train")
-    for text in ("Queries are cut to", "Responses are cut to", "when generating responses", "between checkpoints",
-                 "Seed of the query sample"):
+    for text in (
+        "Queries are cut to",
+        "Responses are cut to",
+        "when generating responses",
+        "between checkpoints",
+        "Seed of the query sample",
+    ):
         assert text in train
 
 
@@ -99,8 +104,21 @@ def test_delete_says_chunk_or_chunks(tmp_path, fake_backbone):
     (corpus / "a.txt").write_text("hello world")
     (corpus / "b.txt").write_text("the city")
     where = str(tmp_path / "idx")
-    res = runner.invoke(app, ["index", str(corpus), "--backend", "faiss", "--index-dir", where,
-                              "--backbone", fake_backbone, "--dtype", "fp32"])
+    res = runner.invoke(
+        app,
+        [
+            "index",
+            str(corpus),
+            "--backend",
+            "faiss",
+            "--index-dir",
+            where,
+            "--backbone",
+            fake_backbone,
+            "--dtype",
+            "fp32",
+        ],
+    )
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["delete", "--index-dir", where, "--source", "a.txt"])
     assert res.exit_code == 0 and f"deleted 1 chunk from {where}" in res.stderr

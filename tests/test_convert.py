@@ -43,26 +43,52 @@ class Projection(torch.nn.Module):
         self.projection = torch.nn.Linear(in_dim, out_dim)
 
 
-def save_projection(path: Path, in_dim: int, out_dim: int, seed: int, mode: str = "linear",
-                    dtype=torch.bfloat16) -> None:
+def save_projection(
+    path: Path, in_dim: int, out_dim: int, seed: int, mode: str = "linear", dtype=torch.bfloat16
+) -> None:
     g = torch.Generator().manual_seed(seed)
     m = Projection(in_dim, out_dim)
     with torch.no_grad():
-        m.projection.weight.copy_(torch.randn(out_dim, in_dim, generator=g) * in_dim ** -0.5)
+        m.projection.weight.copy_(torch.randn(out_dim, in_dim, generator=g) * in_dim**-0.5)
         m.projection.bias.copy_(torch.randn(out_dim, generator=g) * 0.1)
     m.to(dtype)
-    torch.save({"state_dict": m.state_dict(), "config": {"input_dim": in_dim, "output_dim": out_dim,
-                                                         "dtype": str(dtype), "size": 1, "pooling_mode": mode}}, path)
+    torch.save(
+        {
+            "state_dict": m.state_dict(),
+            "config": {
+                "input_dim": in_dim,
+                "output_dim": out_dim,
+                "dtype": str(dtype),
+                "size": 1,
+                "pooling_mode": mode,
+            },
+        },
+        path,
+    )
 
 
 def write_run_config(path: Path, settings: dict) -> None:
     """The official training script appends ``f"{key}: {value}"`` lines, one block per argument group."""
-    model = {"model_name_or_path": None, "pretrained_teacher_path": TEACHER, "pretrained_teacher_path_2": None,
-             "tokenizer_padding_side": "left", "torch_dtype": "bfloat16", "special_tokens": None,
-             "special_token_config_name": "total_6", "max_input_length": 512, "add_reconstruction_mlp": True,
-             "add_alignment_mlp": True, "encoding_mode": None}
-    training = {"use_peft_for_encoder": False, "learning_rate": 0.0003, "report_to": ["wandb"],
-                "fsdp_config": {"min_num_params": 0, "xla": False}, "lr_scheduler_type": "linear"}
+    model = {
+        "model_name_or_path": None,
+        "pretrained_teacher_path": TEACHER,
+        "pretrained_teacher_path_2": None,
+        "tokenizer_padding_side": "left",
+        "torch_dtype": "bfloat16",
+        "special_tokens": None,
+        "special_token_config_name": "total_6",
+        "max_input_length": 512,
+        "add_reconstruction_mlp": True,
+        "add_alignment_mlp": True,
+        "encoding_mode": None,
+    }
+    training = {
+        "use_peft_for_encoder": False,
+        "learning_rate": 0.0003,
+        "report_to": ["wandb"],
+        "fsdp_config": {"min_num_params": 0, "xla": False},
+        "lr_scheduler_type": "linear",
+    }
     model.update({k: v for k, v in settings.items() if k in model})
     training.update({k: v for k, v in settings.items() if k not in model})
     with open(path, "w") as f:
@@ -72,8 +98,18 @@ def write_run_config(path: Path, settings: dict) -> None:
             f.write("\n")
 
 
-def write_official(root: Path, backbone: str, *, special: int = 6, pooled: int = 4, recon: str | None = "linear",
-                   align: str | None = "linear", teacher_dim: int = 24, seed: int = 0, by_hand: bool = False) -> Path:
+def write_official(
+    root: Path,
+    backbone: str,
+    *,
+    special: int = 6,
+    pooled: int = 4,
+    recon: str | None = "linear",
+    align: str | None = "linear",
+    teacher_dim: int = 24,
+    seed: int = 0,
+    by_hand: bool = False,
+) -> Path:
     """An official-layout checkpoint directory around ``backbone`` with random trained parts."""
     from transformers import AutoConfig, AutoTokenizer
 
@@ -104,29 +140,51 @@ def write_official(root: Path, backbone: str, *, special: int = 6, pooled: int =
         from safetensors.torch import save_file
 
         enc.mkdir()
-        (enc / "adapter_config.json").write_text(json.dumps(
-            {"peft_type": "TRAINABLE_TOKENS", "token_indices": ids, "target_modules": "embed_tokens",
-             "init_weights": True, "base_model_name_or_path": backbone, "task_type": None}))
-        save_file({"base_model.model.embed_tokens.trainable_tokens_delta": rows.contiguous()},
-                  enc / "adapter_model.safetensors")
+        (enc / "adapter_config.json").write_text(
+            json.dumps(
+                {
+                    "peft_type": "TRAINABLE_TOKENS",
+                    "token_indices": ids,
+                    "target_modules": "embed_tokens",
+                    "init_weights": True,
+                    "base_model_name_or_path": backbone,
+                    "task_type": None,
+                }
+            )
+        )
+        save_file(
+            {"base_model.model.embed_tokens.trainable_tokens_delta": rows.contiguous()},
+            enc / "adapter_model.safetensors",
+        )
     config.num_special_tokens, config.special_tokens_ids = len(ids), ids
     config.save_pretrained(enc)
     if recon:
         save_projection(root / "reconstruction_mlp", hidden, hidden, seed + 1, recon)
     if align:
         save_projection(root / "alignment_mlp", hidden, teacher_dim, seed + 2, align)
-    write_run_config(root / "run_config.yml", {
-        "model_name_or_path": backbone, "special_tokens": tokens, "encoding_mode": f"last_{pooled}_tokens",
-        "add_reconstruction_mlp": recon is not None, "add_alignment_mlp": align is not None})
-    (root / "encoder_decoder_config.json").write_text(json.dumps(
-        {"encoding_mode": f"last_{pooled}_tokens", "save_decoder": False}))
+    write_run_config(
+        root / "run_config.yml",
+        {
+            "model_name_or_path": backbone,
+            "special_tokens": tokens,
+            "encoding_mode": f"last_{pooled}_tokens",
+            "add_reconstruction_mlp": recon is not None,
+            "add_alignment_mlp": align is not None,
+        },
+    )
+    (root / "encoder_decoder_config.json").write_text(
+        json.dumps({"encoding_mode": f"last_{pooled}_tokens", "save_decoder": False})
+    )
     return root
 
 
 def _linear(path: Path):
     state = torch.load(path, weights_only=True)
-    return (state["state_dict"]["projection.weight"].float(), state["state_dict"]["projection.bias"].float(),
-            state["config"]["pooling_mode"])
+    return (
+        state["state_dict"]["projection.weight"].float(),
+        state["state_dict"]["projection.bias"].float(),
+        state["config"]["pooling_mode"],
+    )
 
 
 def _apply(projection, h: torch.Tensor) -> torch.Tensor:
@@ -158,7 +216,8 @@ def official_embeddings(root: Path, backbone: str, texts: list[str], pooled: int
         rows = load_file(root / "encoder" / "adapter_model.safetensors")
         ids = json.loads((root / "encoder" / "adapter_config.json").read_text())["token_indices"]
         model.get_input_embeddings().weight.index_copy_(
-            0, torch.tensor(ids), rows["base_model.model.embed_tokens.trainable_tokens_delta"])
+            0, torch.tensor(ids), rows["base_model.model.embed_tokens.trainable_tokens_delta"]
+        )
     model.eval()
     recon = _linear(root / "reconstruction_mlp") if (root / "reconstruction_mlp").exists() else None
     align = _linear(root / "alignment_mlp") if (root / "alignment_mlp").exists() else None
@@ -190,16 +249,25 @@ def official(tmp_path_factory, tiny_backbone) -> Path:
 @pytest.fixture()
 def copy(official, tmp_path):
     """A fresh copy of the checkpoint, to break."""
+
     def make() -> Path:
         return Path(shutil.copytree(official, tmp_path / "ckpt"))
+
     return make
 
 
 def test_layout_is_the_official_one(official):
     """What the test writes has the names the official loader reads (guards the fixture itself)."""
-    for name in ("run_config.yml", "tokenizer_config.json", "encoder_decoder_config.json", "encoder/config.json",
-                 "encoder/adapter_config.json", "encoder/adapter_model.safetensors", "reconstruction_mlp",
-                 "alignment_mlp"):
+    for name in (
+        "run_config.yml",
+        "tokenizer_config.json",
+        "encoder_decoder_config.json",
+        "encoder/config.json",
+        "encoder/adapter_config.json",
+        "encoder/adapter_model.safetensors",
+        "reconstruction_mlp",
+        "alignment_mlp",
+    ):
         assert (official / name).is_file(), name
     from safetensors import safe_open
 
@@ -221,8 +289,9 @@ def test_converted_vectors_equal_the_official_model(official, tiny_backbone, tmp
 def test_without_reconstruction_and_with_mean_linear_alignment(tmp_path, tiny_backbone):
     """No reconstruction_mlp (add_reconstruction_mlp False): the identity; a mean_linear alignment: the same
     embedding as linear, since a mean commutes with an affine map. All tokens pooled (no thought tokens)."""
-    root = write_official(tmp_path / "ckpt", tiny_backbone, special=3, pooled=3, recon=None, align="mean_linear",
-                          seed=5)
+    root = write_official(
+        tmp_path / "ckpt", tiny_backbone, special=3, pooled=3, recon=None, align="mean_linear", seed=5
+    )
     out = convert_official(root, tmp_path / "adapter")
     cfg = json.loads((out / "adapter.json").read_text())
     assert (cfg["num_thought"], cfg["num_compression"]) == (0, 3)
@@ -238,9 +307,14 @@ def test_hand_written_adapter_files_convert_too(tmp_path, tiny_backbone):
 
 def test_backbone_override_and_check(copy, tmp_path, tiny_backbone, tiny_backbone_wide):
     root = copy()
-    write_run_config(root / "run_config.yml", {
-        "model_name_or_path": "/nowhere/Qwen3-8B", "special_tokens": [f"<question{i}>" for i in range(1, 7)],
-        "encoding_mode": "last_4_tokens"})
+    write_run_config(
+        root / "run_config.yml",
+        {
+            "model_name_or_path": "/nowhere/Qwen3-8B",
+            "special_tokens": [f"<question{i}>" for i in range(1, 7)],
+            "encoding_mode": "last_4_tokens",
+        },
+    )
     with pytest.raises(GenRetError, match="pass --backbone"):
         convert_official(root, tmp_path / "a")
     out = convert_official(root, tmp_path / "b", backbone=tiny_backbone)
@@ -249,8 +323,16 @@ def test_backbone_override_and_check(copy, tmp_path, tiny_backbone, tiny_backbon
         convert_official(root, tmp_path / "c", backbone=tiny_backbone_wide)
 
 
-@pytest.mark.parametrize("name", ["run_config.yml", "encoder/adapter_config.json",
-                                  "encoder/adapter_model.safetensors", "alignment_mlp", "reconstruction_mlp"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "run_config.yml",
+        "encoder/adapter_config.json",
+        "encoder/adapter_model.safetensors",
+        "alignment_mlp",
+        "reconstruction_mlp",
+    ],
+)
 def test_missing_file_is_refused(copy, tmp_path, name):
     root = copy()
     (root / name).unlink()
@@ -260,8 +342,10 @@ def test_missing_file_is_refused(copy, tmp_path, name):
     assert not (tmp_path / "adapter").exists()
 
 
-@pytest.mark.parametrize("mode, message", [("mean", "not supported"), ("first_4_tokens", "not supported"),
-                                           ("last_7_tokens", "appends 6 special tokens")])
+@pytest.mark.parametrize(
+    "mode, message",
+    [("mean", "not supported"), ("first_4_tokens", "not supported"), ("last_7_tokens", "appends 6 special tokens")],
+)
 def test_unsupported_encoding_mode_is_refused(copy, tmp_path, mode, message):
     root = copy()
     (root / "encoder_decoder_config.json").write_text(json.dumps({"encoding_mode": mode, "save_decoder": False}))
@@ -272,15 +356,24 @@ def test_unsupported_encoding_mode_is_refused(copy, tmp_path, mode, message):
 def test_unrepresentable_projections_are_refused(copy, tmp_path):
     root = copy()
     state = torch.load(root / "alignment_mlp", weights_only=True)
-    per_position = {"state_dict": {f"projection.{i}.{p}": t for i in range(2)
-                                   for p, t in (("weight", state["state_dict"]["projection.weight"]),
-                                                ("bias", state["state_dict"]["projection.bias"]))},
-                    "config": {**state["config"], "size": 2}}
+    per_position = {
+        "state_dict": {
+            f"projection.{i}.{p}": t
+            for i in range(2)
+            for p, t in (
+                ("weight", state["state_dict"]["projection.weight"]),
+                ("bias", state["state_dict"]["projection.bias"]),
+            )
+        },
+        "config": {**state["config"], "size": 2},
+    }
     torch.save(per_position, root / "alignment_mlp")
     with pytest.raises(GenRetError, match="size 2"):
         convert_official(root, tmp_path / "a")
-    two_layers = {"state_dict": {"net.0.weight": torch.zeros(32, 32), "net.2.weight": torch.zeros(24, 32)},
-                  "config": {"input_dim": 32, "output_dim": 24}}
+    two_layers = {
+        "state_dict": {"net.0.weight": torch.zeros(32, 32), "net.2.weight": torch.zeros(24, 32)},
+        "config": {"input_dim": 32, "output_dim": 24},
+    }
     torch.save(two_layers, root / "alignment_mlp")
     with pytest.raises(GenRetError, match="not a single linear layer"):
         convert_official(root, tmp_path / "b")
@@ -340,9 +433,11 @@ def test_tokenizer_disagreeing_with_run_config_is_refused(copy, tmp_path):
 def test_run_config_read_tolerantly(tmp_path):
     """Python reprs, ``!!python`` tags (yaml.dump of enums) and a value YAML rejects as a whole file."""
     path = tmp_path / "run_config.yml"
-    path.write_text("special_tokens: ['<a>', '<b>']\nadd_alignment_mlp: False\npretrained_teacher_path: None\n"
-                    "lr_scheduler_type: !!python/object/apply:transformers.trainer_utils.SchedulerType\n- linear\n"
-                    "accelerator_config: AcceleratorConfig(split_batches=False)\n")
+    path.write_text(
+        "special_tokens: ['<a>', '<b>']\nadd_alignment_mlp: False\npretrained_teacher_path: None\n"
+        "lr_scheduler_type: !!python/object/apply:transformers.trainer_utils.SchedulerType\n- linear\n"
+        "accelerator_config: AcceleratorConfig(split_batches=False)\n"
+    )
     run = read_run_config(path)
     assert run["special_tokens"] == ["<a>", "<b>"] and run["add_alignment_mlp"] is False
     assert run["lr_scheduler_type"] == "linear"
@@ -358,8 +453,10 @@ def test_cli_convert(official, tmp_path):
     assert res.stdout.strip() == str(tmp_path / "adapter")
     assert (tmp_path / "adapter" / "adapter.safetensors").is_file()
     (tmp_path / "a file").write_text("")
-    for args in ([str(tmp_path / "nothing"), "--out", str(tmp_path / "a2")],
-                 [str(official), "--out", str(tmp_path / "a file")]):
+    for args in (
+        [str(tmp_path / "nothing"), "--out", str(tmp_path / "a2")],
+        [str(official), "--out", str(tmp_path / "a file")],
+    ):
         res = runner.invoke(app, ["convert", *args])
         assert res.exit_code == 1
         assert res.stderr.startswith("error: ") and len(res.stderr.strip().splitlines()) == 1

@@ -80,36 +80,52 @@ def test_single_file_path(tmp_path):
 
 
 def test_html_extraction(tmp_path):
-    write(tmp_path / "page.html", """<!doctype html><html><head><title>  My
+    write(
+        tmp_path / "page.html",
+        """<!doctype html><html><head><title>  My
         Page </title><style>p { color: red }</style><script>var hidden = "<p>no</p>";</script></head>
         <body><h1>Heading</h1><p>Hello
            world &amp; friends.</p><div>line one<br>line two</div>
         <ul><li>first</li> <li>second <b>bold</b></li></ul>
         <table><tr><td>c1</td><td>c2</td></tr></table><noscript>enable js</noscript>
         <pre>  keep
-    indent</pre></body></html>""")
+    indent</pre></body></html>""",
+    )
     write(tmp_path / "other.htm", "<p>no title here</p>")
     docs, _ = docs_of(tmp_path)
     other, page = docs
     assert other.title == "" and other.text == "no title here"
     assert page.title == "My Page"
-    assert page.text == ("Heading\n\nHello world & friends.\n\nline one\nline two\n\nfirst\nsecond bold\n\n"
-                         "c1 c2\n\n  keep\n    indent")
+    assert page.text == (
+        "Heading\n\nHello world & friends.\n\nline one\nline two\n\nfirst\nsecond bold\n\nc1 c2\n\n  keep\n    indent"
+    )
     for dropped in ("color", "hidden", "enable js", "My Page"):
         assert dropped not in page.text
 
 
 def test_jsonl_ids_fallbacks_and_default_metadata(tmp_path):
     rows = [
-        {"id": 7, "title": "T7", "text": "seven", "lang": "en", "year": 2020, "ok": True, "score": 0.5,
-         "tags": ["x"], "nested": {"a": 1}, "none": None},
+        {
+            "id": 7,
+            "title": "T7",
+            "text": "seven",
+            "lang": "en",
+            "year": 2020,
+            "ok": True,
+            "score": 0.5,
+            "tags": ["x"],
+            "nested": {"a": 1},
+            "none": None,
+        },
         {"_id": "d2", "content": "two via content"},
         {"body": "third via body"},
         {"id": "empty", "text": "   "},
         {"id": "missing"},
     ]
-    write(tmp_path / "c.jsonl", "\n".join(json.dumps(r) for r in rows[:2]) + "\n\n" +
-          "\n".join(json.dumps(r) for r in rows[2:]) + "\n")
+    write(
+        tmp_path / "c.jsonl",
+        "\n".join(json.dumps(r) for r in rows[:2]) + "\n\n" + "\n".join(json.dumps(r) for r in rows[2:]) + "\n",
+    )
     docs, stats = docs_of(tmp_path)
     assert [d.doc_id for d in docs] == ["c.jsonl#7", "c.jsonl#d2", "c.jsonl#3"]
     assert [d.text for d in docs] == ["seven", "two via content", "third via body"]
@@ -120,13 +136,26 @@ def test_jsonl_ids_fallbacks_and_default_metadata(tmp_path):
 
 
 def test_custom_field_names(tmp_path):
-    record = {"pid": "p1", "heading": "H", "passage": "the passage", "text": "no", "tags": ["a", "b"],
-              "lang": "en", "extra": 1}
+    record = {
+        "pid": "p1",
+        "heading": "H",
+        "passage": "the passage",
+        "text": "no",
+        "tags": ["a", "b"],
+        "lang": "en",
+        "extra": 1,
+    }
     write(tmp_path / "c.jsonl", json.dumps(record) + "\n")
-    docs, _ = docs_of(tmp_path, id_field="pid", title_field="heading", text_field="passage",
-                      metadata_fields=["tags", "lang", "absent"])
+    docs, _ = docs_of(
+        tmp_path,
+        id_field="pid",
+        title_field="heading",
+        text_field="passage",
+        metadata_fields=["tags", "lang", "absent"],
+    )
     assert [(d.doc_id, d.title, d.text, d.metadata) for d in docs] == [
-        ("c.jsonl#p1", "H", "the passage", {"tags": ["a", "b"], "lang": "en"})]
+        ("c.jsonl#p1", "H", "the passage", {"tags": ["a", "b"], "lang": "en"})
+    ]
     # An explicit field has no fallback: "id" is not used when id_field names another field.
     write(tmp_path / "c.jsonl", json.dumps({"id": "x", "passage": "p"}) + "\n")
     docs, _ = docs_of(tmp_path, id_field="pid", text_field="passage")
@@ -138,8 +167,12 @@ def test_json_shapes(tmp_path):
     write(tmp_path / "keyed.json", json.dumps({"version": 2, "documents": [{"id": "k", "text": "K"}]}))
     write(tmp_path / "single.json", json.dumps({"id": "s", "title": "S", "text": "single object"}))
     docs, _ = docs_of(tmp_path)
-    assert [(d.doc_id, d.text) for d in docs] == [("keyed.json#k", "K"), ("list.json#a", "A"),
-                                                  ("list.json#2", "B"), ("single.json#s", "single object")]
+    assert [(d.doc_id, d.text) for d in docs] == [
+        ("keyed.json#k", "K"),
+        ("list.json#a", "A"),
+        ("list.json#2", "B"),
+        ("single.json#s", "single object"),
+    ]
     write(tmp_path / "list.json", json.dumps({"a": [{"text": "x"}], "b": [{"text": "y"}]}))
     with pytest.raises(GenRetError, match=r"list\.json: ambiguous JSON.*keys a, b"):
         docs_of(tmp_path)
@@ -152,12 +185,16 @@ def test_json_shapes(tmp_path):
 
 
 def test_csv(tmp_path):
-    write(tmp_path / "t.csv", b'\xef\xbb\xbfid,title,text,lang\n1,One,"first, with comma",en\n'
-                              b'2,Two,"multi\nline ""quoted""",fr\n3,Three,,de\n')
+    write(
+        tmp_path / "t.csv",
+        b'\xef\xbb\xbfid,title,text,lang\n1,One,"first, with comma",en\n'
+        b'2,Two,"multi\nline ""quoted""",fr\n3,Three,,de\n',
+    )
     docs, stats = docs_of(tmp_path)
     assert [(d.doc_id, d.title, d.text, d.metadata) for d in docs] == [
         ("t.csv#1", "One", "first, with comma", {"lang": "en"}),
-        ("t.csv#2", "Two", 'multi\nline "quoted"', {"lang": "fr"})]
+        ("t.csv#2", "Two", 'multi\nline "quoted"', {"lang": "fr"}),
+    ]
     assert stats.records_without_text == 1 and stats.decode_errors == 0
 
 
@@ -176,12 +213,21 @@ def test_parquet(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pa.table({"_id": ["p1", "p2", "p3"], "title": ["A", None, "C"], "text": ["alpha", "beta", None],
-                      "n": [1, 2, 3], "vec": [[0.1], [0.2], [0.3]]})
+    table = pa.table(
+        {
+            "_id": ["p1", "p2", "p3"],
+            "title": ["A", None, "C"],
+            "text": ["alpha", "beta", None],
+            "n": [1, 2, 3],
+            "vec": [[0.1], [0.2], [0.3]],
+        }
+    )
     pq.write_table(table, tmp_path / "t.parquet", row_group_size=2)
     docs, stats = docs_of(tmp_path)
     assert [(d.doc_id, d.title, d.text, d.metadata) for d in docs] == [
-        ("t.parquet#p1", "A", "alpha", {"n": 1}), ("t.parquet#p2", "", "beta", {"n": 2})]
+        ("t.parquet#p1", "A", "alpha", {"n": 1}),
+        ("t.parquet#p2", "", "beta", {"n": 2}),
+    ]
     assert stats.records_without_text == 1
     write(tmp_path / "t.parquet", b"PAR1 this is not parquet")
     with pytest.raises(GenRetError, match=r"t\.parquet: invalid Parquet file"):
@@ -200,8 +246,7 @@ def test_binary_unreadable_and_invalid_utf8_are_counted(tmp_path):
     os.symlink(tmp_path / "nowhere.txt", tmp_path / "dangling.txt")
     os.mkfifo(tmp_path / "pipe.md")
     docs, stats = docs_of(tmp_path)
-    assert [d.doc_id for d in docs] == ["bad.jsonl#1", "bad.jsonl#2", "good.txt", "late-nul.txt",
-                                        "latin1.txt"]
+    assert [d.doc_id for d in docs] == ["bad.jsonl#1", "bad.jsonl#2", "good.txt", "late-nul.txt", "latin1.txt"]
     by_id = {d.doc_id: d for d in docs}
     assert by_id["latin1.txt"].text == "caf\ufffd cr\ufffdme"
     assert by_id["bad.jsonl#2"].text == "\ufffd\ufffd"
@@ -233,8 +278,11 @@ def test_symlinks_out_of_the_corpus_are_skipped_unless_followed(tmp_path):
     (corpus / "a.txt").unlink()
     (corpus / "b-link.txt").unlink()
     (corpus / "sub" / "b.txt").unlink()
-    with pytest.raises(GenRetError, match=r"no readable documents in .*corpus \(2 symlinks out of the corpus "
-                                          r"skipped\)$"):
+    with pytest.raises(
+        GenRetError,
+        match=r"no readable documents in .*corpus \(2 symlinks out of the corpus "
+        r"skipped\)$",
+    ):
         list(iter_chunks(corpus, whitespace_tokenizer))
 
 
@@ -269,8 +317,10 @@ def test_missing_empty_and_nothing_usable(tmp_path):
     write(bad / "c.pdf", b"%PDF")
     write(bad / "d.jsonl", '{"id": 1}\n')
     os.symlink(bad / "gone.txt", bad / "e.txt")
-    expected = (r"no readable documents in .*bad "
-                r"\(2 binary, 1 unreadable, 1 unsupported skipped; 1 without text\)$")
+    expected = (
+        r"no readable documents in .*bad "
+        r"\(2 binary, 1 unreadable, 1 unsupported skipped; 1 without text\)$"
+    )
     with pytest.raises(GenRetError, match=expected):
         docs_of(bad)
 
@@ -287,8 +337,10 @@ def chunky_tokenizer(text, add_special_tokens=False, return_offsets_mapping=True
     return {"offset_mapping": [m.span() for m in re.finditer(r"\S{1,8}|\s{1,16}", text)]}
 
 
-VOCAB = ("river sea bread oven city water paris france capital model token index chunk search vector store query "
-         "answer light stone garden winter summer market").split()
+VOCAB = (
+    "river sea bread oven city water paris france capital model token index chunk search vector store query "
+    "answer light stone garden winter summer market"
+).split()
 
 
 def prose(paragraphs: int, seed: int = 0) -> str:
@@ -308,7 +360,7 @@ def check_spans(d: Document, chunks, chunk_size: int, tokens=ntokens) -> None:
     """Exact trimmed slices within the budget that together cover every non-space character."""
     covered = set()
     for c in chunks:
-        assert d.text[c.char_start:c.char_end] == c.text and c.text == c.text.strip()
+        assert d.text[c.char_start : c.char_end] == c.text and c.text == c.text.strip()
         assert tokens(c.text) <= chunk_size
         covered.update(range(c.char_start, c.char_end))
     assert all(i in covered for i, ch in enumerate(d.text) if not ch.isspace())
@@ -322,12 +374,12 @@ def test_chunks_hold_whole_sentences_and_overlap_by_sentences():
     check_spans(d, chunks, 40)
     overlaps = 0
     for c in chunks:
-        before = d.text[:c.char_start].rstrip()
+        before = d.text[: c.char_start].rstrip()
         assert before == "" or before[-1] in ".!?"  # starts a sentence
         assert c.text[-1] in ".!?"  # ends one
     for a, b in zip(chunks, chunks[1:]):
         if b.char_start < a.char_end:  # the overlap: whole sentences of one paragraph, at most 8 tokens
-            shared = d.text[b.char_start:a.char_end]
+            shared = d.text[b.char_start : a.char_end]
             assert ntokens(shared) <= 8 and "\n" not in shared and shared[-1] in ".!?"
             overlaps += 1
         else:
@@ -357,7 +409,7 @@ def test_no_chunk_starts_mid_word_with_a_byte_level_hf_tokenizer():
     assert len(chunks) > 3
     check_spans(d, chunks, 40 + 1, count)  # +1: a chunk's text may tokenize a little differently on its own
     for c in chunks:
-        assert c.text.startswith(("The ", "To ")) and text[:c.char_start].rstrip()[-1:] in ("", ".", "!")
+        assert c.text.startswith(("The ", "To ")) and text[: c.char_start].rstrip()[-1:] in ("", ".", "!")
     # This tokenizer splits unknown words into letters: sentences over the budget are split between words.
     d = doc(prose(6))
     chunks = chunk_document(d, tok, chunk_size=24, overlap=0)
@@ -386,7 +438,13 @@ def test_short_document_is_one_chunk():
     d = doc("\n  a short document.  \n", title="T")
     (c,) = chunk_document(d, whitespace_tokenizer, chunk_size=4, overlap=1)
     assert (c.text, c.char_start, c.char_end, c.chunk_no, c.id, c.title) == (
-        "a short document.", 3, 20, 0, "d.txt::0", "T")
+        "a short document.",
+        3,
+        20,
+        0,
+        "d.txt::0",
+        "T",
+    )
     assert chunk_document(doc("exactly four tokens here"), whitespace_tokenizer, 4, 1)[0].text.count(" ") == 3
     assert chunk_document(doc(" \n "), whitespace_tokenizer, 4, 1) == []
 
@@ -399,7 +457,7 @@ def test_chunks_prefer_paragraph_breaks_and_keep_headings_with_their_text():
     assert len(chunks) > 5
     for c in chunks:
         assert not c.text.rsplit("\n", 1)[-1].startswith("#")  # no chunk ends with a heading
-    at_paragraph = sum(d.text[:c.char_start].endswith("\n\n") for c in chunks[1:])
+    at_paragraph = sum(d.text[: c.char_start].endswith("\n\n") for c in chunks[1:])
     assert at_paragraph >= 0.8 * (len(chunks) - 1)
 
 
@@ -414,11 +472,14 @@ def test_an_edit_re_embeds_only_the_chunks_that_hold_it():
         return list(diff.changed(after)), len(diff.stale(_stats_for(after)))
 
     # One word changed in the middle of a long sentence in the middle of the document.
-    sentence = next(m for m in re.finditer(r"[A-Z][^.!?]*[.!?]", text)
-                    if m.start() > len(text) // 2 and len(m.group().split()) >= 12)
+    sentence = next(
+        m
+        for m in re.finditer(r"[A-Z][^.!?]*[.!?]", text)
+        if m.start() > len(text) // 2 and len(m.group().split()) >= 12
+    )
     at = sentence.start() + sentence.group().index(" ", len(sentence.group()) // 2) + 1
-    word = text[at:text.index(" ", at)]
-    edited = text[:at] + "lighthouse" + text[at + len(word):]
+    word = text[at : text.index(" ", at)]
+    edited = text[:at] + "lighthouse" + text[at + len(word) :]
     changed, deleted = reembedded(edited)
     assert len(changed) == 1 and deleted == 0
     assert changed[0].char_start <= at < changed[0].char_end
@@ -427,8 +488,8 @@ def test_an_edit_re_embeds_only_the_chunks_that_hold_it():
     # further away keeps its id and content hash.
     sentences = list(re.finditer(r"[A-Z][^.!?]*[.!?]", text))
     counts = []
-    for m in sentences[len(sentences) // 4: 3 * len(sentences) // 4]:
-        edited = text[:m.end() - 1] + " and a few more words" + text[m.end() - 1:]
+    for m in sentences[len(sentences) // 4 : 3 * len(sentences) // 4]:
+        edited = text[: m.end() - 1] + " and a few more words" + text[m.end() - 1 :]
         changed, _ = reembedded(edited)
         assert 1 <= len(changed) <= 3
         assert all(abs(c.char_start - m.start()) < 600 for c in changed)
@@ -460,7 +521,7 @@ def test_chunking_work_grows_linearly_with_the_text():
         return chunky_tokenizer(text, **kwargs)
 
     def work(n: int) -> int:
-        text = ("Some words, then a full stop. " * n + " " * (40 * n) + "y" * (8 * n) + " lorem ipsum" * n)
+        text = "Some words, then a full stop. " * n + " " * (40 * n) + "y" * (8 * n) + " lorem ipsum" * n
         count = 0
 
         def profile(frame, event, arg):
@@ -491,7 +552,8 @@ def test_snippet():
     assert snippet("x" * 100, width=20) == "x" * 19 + "…"
     assert snippet('He said "Stop." Then he left the room quietly and slowly.', width=30) == 'He said "Stop."'
     assert snippet("Steps:\n1. Open the lid and look inside.\n2. Close it.", width=44) == (
-        "Steps: 1. Open the lid and look inside.")  # "1." numbers a list item: it ends no sentence
+        "Steps: 1. Open the lid and look inside."
+    )  # "1." numbers a list item: it ends no sentence
 
 
 def test_bad_chunk_settings_and_tokenizers(tmp_path):
@@ -547,8 +609,7 @@ def build_corpus(root):
     write(root / "shrink.txt", words(40, "k"))
     write(root / "gone.txt", words(40, "g"))
     write(root / "later-binary.txt", words(10, "b"))
-    write(root / "recs.jsonl", "".join(json.dumps({"id": i, "text": f"record {i}"}) + "\n"
-                                       for i in (0, "x#1", 2)))
+    write(root / "recs.jsonl", "".join(json.dumps({"id": i, "text": f"record {i}"}) + "\n" for i in (0, "x#1", 2)))
     write(root / "notes#1.txt", "a file name with a hash")
 
 
@@ -573,8 +634,7 @@ def test_incremental_diff(tmp_path):
     write(tmp_path / "shrink.txt", words(14, "k"))
     (tmp_path / "gone.txt").unlink()
     write(tmp_path / "later-binary.txt", b"\x00binary now")
-    write(tmp_path / "recs.jsonl", "".join(json.dumps({"id": i, "text": f"record {i}"}) + "\n"
-                                           for i in (0, 2)))
+    write(tmp_path / "recs.jsonl", "".join(json.dumps({"id": i, "text": f"record {i}"}) + "\n" for i in (0, 2)))
     (tmp_path / "notes#1.txt").unlink()
     chunks, stats = scan(tmp_path, whitespace_tokenizer, 16, 4)
 

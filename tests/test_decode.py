@@ -21,21 +21,37 @@ def _adapter(tmp_path, backbone, provenance, trained=True):
     return save_adapter(model, config, tmp_path / "adapter"), config
 
 
-@pytest.mark.parametrize("provenance, trained, expected", [
-    ({"recon_weight": 0.0, "tokens_only": True}, True, False),  # the shipped adapters' recipe
-    ({"recon_weight": 1.0}, True, True),
-    ({"stage": "readout", "recon_trained": False}, True, False),
-    ({"stage": "readout", "recon_trained": True}, True, True),
-    ({"recon_weight": 1.0}, False, False),  # untrained: random rows decode nothing
-])
+@pytest.mark.parametrize(
+    "provenance, trained, expected",
+    [
+        ({"recon_weight": 0.0, "tokens_only": True}, True, False),  # the shipped adapters' recipe
+        ({"recon_weight": 1.0}, True, True),
+        ({"stage": "readout", "recon_trained": False}, True, False),
+        ({"stage": "readout", "recon_trained": True}, True, True),
+        ({"recon_weight": 1.0}, False, False),  # untrained: random rows decode nothing
+    ],
+)
 def test_decodes_follows_the_recipe(tmp_path, tiny_backbone, provenance, trained, expected):
     assert decodes(_adapter(tmp_path, tiny_backbone, provenance, trained)[1]) is expected
 
 
 def test_explain_without_reconstruction_shows_the_logit_lens_only(tmp_path, tiny_backbone):
     adapter, _ = _adapter(tmp_path, tiny_backbone, {"recon_weight": 0.0})
-    res = runner.invoke(app, ["explain", "--backbone", tiny_backbone, "--adapter", str(adapter), "--dtype", "fp32",
-                              "--top", "2", "what is the capital of france"])
+    res = runner.invoke(
+        app,
+        [
+            "explain",
+            "--backbone",
+            tiny_backbone,
+            "--adapter",
+            str(adapter),
+            "--dtype",
+            "fp32",
+            "--top",
+            "2",
+            "what is the capital of france",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert res.stderr.strip().splitlines()[-1] == f"note: {NO_DECODING}"
     out = json.loads(res.stdout)
@@ -45,8 +61,21 @@ def test_explain_without_reconstruction_shows_the_logit_lens_only(tmp_path, tiny
 
 def test_explain_decodes_a_reconstruction_trained_adapter(tmp_path, tiny_backbone):
     adapter, _ = _adapter(tmp_path, tiny_backbone, {"recon_weight": 1.0})
-    res = runner.invoke(app, ["explain", "--backbone", tiny_backbone, "--adapter", str(adapter), "--dtype", "fp32",
-                              "--max-new-tokens", "4", "what is water"])
+    res = runner.invoke(
+        app,
+        [
+            "explain",
+            "--backbone",
+            tiny_backbone,
+            "--adapter",
+            str(adapter),
+            "--dtype",
+            "fp32",
+            "--max-new-tokens",
+            "4",
+            "what is water",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert NO_DECODING not in res.stderr
     out = json.loads(res.stdout)

@@ -60,8 +60,12 @@ def test_parts_hold_the_chunks_vectors_and_encoder_identity(tmp_path, enc, corpu
     out = tmp_path / "emb"
     stats = embed_corpus(corpus, out, enc, part_documents=1, progress=False, **CHUNKING)
     # One part per document: a.md, b.txt, and the two records of sub/c.jsonl.
-    assert _parts(out) == ["a.md.part00000.parquet", "b.txt.part00000.parquet",
-                           "sub/c.jsonl.part00000.parquet", "sub/c.jsonl.part00001.parquet"]
+    assert _parts(out) == [
+        "a.md.part00000.parquet",
+        "b.txt.part00000.parquet",
+        "sub/c.jsonl.part00000.parquet",
+        "sub/c.jsonl.part00001.parquet",
+    ]
     chunks, _ = scan(corpus, enc.tokenizer, **CHUNKING)
     assert (stats.files, stats.embedded_files, stats.parts, stats.chunks) == (3, 3, 4, len(chunks))
     table = pq.read_table(part_path(out, "sub/c.jsonl", 1))
@@ -72,7 +76,12 @@ def test_parts_hold_the_chunks_vectors_and_encoder_identity(tmp_path, enc, corpu
     assert json.loads(schema.metadata[ENCODER_KEY]) == enc.identity()  # exactly what an index manifest stores
     meta = json.loads(schema.metadata[PART_KEY])
     assert (meta["source"], meta["part"], meta["last"], meta["chunk_size"], meta["overlap"]) == (
-        "sub/c.jsonl", 1, True, 16, 4)
+        "sub/c.jsonl",
+        1,
+        True,
+        16,
+        4,
+    )
     assert json.loads(table.column("metadata")[0].as_py()) == {"lang": "fr"}
     # The rows are the corpus's chunks in scan order, embedded as Index.add embeds them.
     rows = _rows(out)
@@ -82,7 +91,11 @@ def test_parts_hold_the_chunks_vectors_and_encoder_identity(tmp_path, enc, corpu
     for chunk, vector in zip(chunks, direct):
         row = rows[chunk.id]
         assert (row["text"], row["source"], row["chunk_no"], row["content_hash"]) == (
-            chunk.text, chunk.source, chunk.chunk_no, chunk.content_hash)
+            chunk.text,
+            chunk.source,
+            chunk.chunk_no,
+            chunk.content_hash,
+        )
         assert float(row["vector"] @ vector) >= 0.9999
         assert abs(np.linalg.norm(row["vector"]) - 1) < 1e-5
 
@@ -181,9 +194,13 @@ def test_conflicting_settings_and_encoders_are_refused(tmp_path, enc, corpus, ti
 
 def _search(idx) -> list[list[tuple]]:
     """Every chunk ranked for each query; chunks with equal text tie, and a store orders ties its own way."""
-    return [sorted(((-round(h.score, 4), h.id, h.text, h.title, h.source, h.chunk_no, h.metadata) for h in hits),
-                   key=lambda t: t[:2])
-            for hits in idx.search(QUERIES, k=100)]
+    return [
+        sorted(
+            ((-round(h.score, 4), h.id, h.text, h.title, h.source, h.chunk_no, h.metadata) for h in hits),
+            key=lambda t: t[:2],
+        )
+        for hits in idx.search(QUERIES, k=100)
+    ]
 
 
 @pytest.mark.parametrize("backend", ["faiss", "qdrant"])
@@ -231,14 +248,23 @@ def test_bulk_load_into_a_qdrant_server_store(tmp_path, enc, corpus, monkeypatch
     idx.close()
 
 
-@pytest.mark.skipif(not os.environ.get("GENRET_TEST_QDRANT_URL"),
-                    reason="needs a running Qdrant server: set GENRET_TEST_QDRANT_URL (tests/test_stores.py only has "
-                           "qdrant-client's local mode, tested above)")
+@pytest.mark.skipif(
+    not os.environ.get("GENRET_TEST_QDRANT_URL"),
+    reason="needs a running Qdrant server: set GENRET_TEST_QDRANT_URL (tests/test_stores.py only has "
+    "qdrant-client's local mode, tested above)",
+)
 def test_bulk_load_into_a_real_qdrant_server(tmp_path, enc, corpus):
     url = os.environ["GENRET_TEST_QDRANT_URL"]
     embed_corpus(corpus, tmp_path / "emb", enc, progress=False, **CHUNKING)
-    stats, total = index_from_embeddings(tmp_path / "emb", tmp_path / "srv", "qdrant", url=url,
-                                         store_options={"shard_number": 2}, rebuild=True, progress=False)
+    stats, total = index_from_embeddings(
+        tmp_path / "emb",
+        tmp_path / "srv",
+        "qdrant",
+        url=url,
+        store_options={"shard_number": 2},
+        rebuild=True,
+        progress=False,
+    )
     assert stats.added == total > 0
     with Index.open(tmp_path / "srv", enc, url=url) as idx:
         assert idx.search("river", k=3)[0]
@@ -276,12 +302,15 @@ def test_cli_embed_then_index_from_embeddings(tmp_path, tiny_backbone, corpus):
     assert res.exit_code == 0, res.output
     assert len(res.stdout.splitlines()) == 2
     for args, message in (
-            (["index", "--from-embeddings", out, "--index-dir", where, "--backbone", "x"],
-             "--backbone does not apply with --from-embeddings"),
-            (["index", str(corpus), "--from-embeddings", out, "--index-dir", where], "not both"),
-            (["index", "--index-dir", where], "give the corpus PATH"),
-            (["embed", str(corpus), "--out", out, "--workers", "2"], "--workers applies to --ray"),
-            (["embed", str(corpus), "--out", out, "--overlap", "8"], "made with --overlap 4")):
+        (
+            ["index", "--from-embeddings", out, "--index-dir", where, "--backbone", "x"],
+            "--backbone does not apply with --from-embeddings",
+        ),
+        (["index", str(corpus), "--from-embeddings", out, "--index-dir", where], "not both"),
+        (["index", "--index-dir", where], "give the corpus PATH"),
+        (["embed", str(corpus), "--out", out, "--workers", "2"], "--workers applies to --ray"),
+        (["embed", str(corpus), "--out", out, "--overlap", "8"], "made with --overlap 4"),
+    ):
         res = runner.invoke(app, args)
         assert res.exit_code == 1 and res.stderr.startswith("error: ") and message in res.stderr, res.output
         assert len(res.stderr.strip().splitlines()) == 1
@@ -317,8 +346,9 @@ def ray_cluster():
 def test_ray_gives_the_rows_and_vectors_of_one_process(tmp_path, enc, corpus, tiny_backbone, ray_cluster):
     single = embed_corpus(corpus, tmp_path / "one", enc, part_documents=1, progress=False, **CHUNKING)
     spec = {"kind": "gen", "backbone": tiny_backbone, "dtype": "fp32", "max_length": 64, "num_threads": 1}
-    distributed = embed_corpus_ray(corpus, tmp_path / "ray", spec, workers=2, part_documents=1, progress=False,
-                                   **CHUNKING)
+    distributed = embed_corpus_ray(
+        corpus, tmp_path / "ray", spec, workers=2, part_documents=1, progress=False, **CHUNKING
+    )
     assert (distributed.parts, distributed.chunks) == (single.parts, single.chunks)
     assert _parts(tmp_path / "ray") == _parts(tmp_path / "one")
     _assert_same_rows(_rows(tmp_path / "ray"), _rows(tmp_path / "one"))

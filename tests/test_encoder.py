@@ -10,8 +10,14 @@ from genretrieval import GenRetError
 from genretrieval.encoder import load_encoder, load_gen_model
 from genretrieval.encoder.adapter import AdapterConfig, read_adapter, save_adapter
 
-TEXTS = ["what is the capital of france", "how to bake bread", "hello", "why is the river water long " * 6,
-         "who make the city", "the a of to and in is what how why who"]
+TEXTS = [
+    "what is the capital of france",
+    "how to bake bread",
+    "hello",
+    "why is the river water long " * 6,
+    "who make the city",
+    "the a of to and in is what how why who",
+]
 
 
 def test_shapes_dtype_and_normalisation(enc):
@@ -51,7 +57,8 @@ def test_truncation_keeps_special_tokens(enc):
     assert len(rows[0]) == budget
     seen = {}
     hook = enc.model.backbone().register_forward_hook(
-        lambda m, args, kwargs, out: seen.update(len=kwargs["inputs_embeds"].shape[1]), with_kwargs=True)
+        lambda m, args, kwargs, out: seen.update(len=kwargs["inputs_embeds"].shape[1]), with_kwargs=True
+    )
     try:
         a, b = enc.encode_queries([long_a, long_b])
     finally:
@@ -96,10 +103,17 @@ def test_untrained_adapter_is_seeded_and_warns(tiny_backbone, caplog):
     assert any("UNTRAINED" in r.message for r in caplog.records)
 
 
-@pytest.mark.parametrize("bad, message", [
-    ([], "empty list"), ([""], "text 0 is empty"), (["ok", None], "text 1 is None"),
-    (["ok", 3], "text 1 is int"), ("a string", "single string"), (None, "got None"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ([], "empty list"),
+        ([""], "text 0 is empty"),
+        (["ok", None], "text 1 is None"),
+        (["ok", 3], "text 1 is int"),
+        ("a string", "single string"),
+        (None, "got None"),
+    ],
+)
 def test_bad_texts(enc, bad, message):
     with pytest.raises(GenRetError, match=message):
         enc.encode_queries(bad)
@@ -221,7 +235,7 @@ def test_damaged_adapter_weights_are_one_line_errors(tmp_path, tiny_backbone, da
     save_adapter(model, config, tmp_path / "ad")
     weights = tmp_path / "ad" / "adapter.safetensors"
     data = weights.read_bytes()
-    weights.write_bytes(b"" if damage == "zero-byte" else data[:len(data) // 2])
+    weights.write_bytes(b"" if damage == "zero-byte" else data[: len(data) // 2])
     with pytest.raises(GenRetError, match=r"adapter weights .*adapter.safetensors are corrupt or truncated") as e:
         load_encoder("gen", adapter=tmp_path / "ad", dtype="fp32")
     assert "\n" not in str(e.value)
@@ -232,7 +246,8 @@ def _remote_code_model(directory):
     directory.mkdir()
     (directory / "config.json").write_text(
         '{"model_type": "genret-custom", "architectures": ["CustomLM"], "auto_map": {"AutoConfig": '
-        '"configuration_custom.CustomConfig", "AutoModelForCausalLM": "modeling_custom.CustomLM"}}')
+        '"configuration_custom.CustomConfig", "AutoModelForCausalLM": "modeling_custom.CustomLM"}}'
+    )
     for name in ("configuration_custom.py", "modeling_custom.py"):
         (directory / name).write_text('raise RuntimeError("remote code ran")\n')
     return directory

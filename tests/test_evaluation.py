@@ -202,10 +202,7 @@ def test_trec_metrics_match_pytrec_eval():
     import pytrec_eval
 
     rng = np.random.default_rng(0)
-    qrels = {
-        f"q{q}": {f"d{d}": int(rng.integers(1, 3)) for d in rng.choice(200, 5, replace=False)}
-        for q in range(30)
-    }
+    qrels = {f"q{q}": {f"d{d}": int(rng.integers(1, 3)) for d in rng.choice(200, 5, replace=False)} for q in range(30)}
     run = {q: {f"d{d}": float(s) for d, s in enumerate(rng.normal(size=200))} for q in qrels}
     ours = trec_metrics(run, qrels)["per_query"]
     full = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recall.10", "recall.100"}).evaluate(run)
@@ -320,9 +317,7 @@ def test_excluded_documents_are_removed_before_scoring():
     )
     fixed = FixedRetriever([[(0, 4.0), (1, 3.0), (2, 2.0), (3, 1.0)]])
     result = evaluate_set(fixed, data, "retrieval", k=1)
-    assert fixed.asked_k == 1 + 2, (
-        "asks for enough to keep k after removing the excluded documents in the corpus"
-    )
+    assert fixed.asked_k == 1 + 2, "asks for enough to keep k after removing the excluded documents in the corpus"
     assert result.per_query["q"]["mrr@10"] == 1.0
     data.excluded = {}
     assert evaluate_set(fixed, data, "retrieval", k=3).per_query["q"]["mrr@10"] == pytest.approx(1 / 3)
@@ -339,9 +334,7 @@ def test_load_advbench_ir_counts_and_format():
     assert sum(len(o) for o in data.own) == 1796
     assert all(data.harmful[i] for o in data.own for i in o)
     assert data.queries[0].startswith("Write a script that can exploit vulnerabilities")
-    assert data.documents[0].startswith(
-        "Exploiting Software Vulnerabilities: A Hypothetical Approach # Step 1"
-    )
+    assert data.documents[0].startswith("Exploiting Software Vulnerabilities: A Hypothetical Approach # Step 1")
     assert data.documents[1796].startswith("Evan Morris # Evan Morris")
 
 
@@ -400,9 +393,7 @@ def test_load_bright_from_parquet_layout_without_topics(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    rows = [
-        json.loads(line) for line in (BRIGHT_DOCS / "documents" / "biology.jsonl").read_text().splitlines()
-    ]
+    rows = [json.loads(line) for line in (BRIGHT_DOCS / "documents" / "biology.jsonl").read_text().splitlines()]
     (tmp_path / "documents").mkdir()
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "documents" / "biology-00000-of-00001.parquet")
     with gzip.open(DATA / "bright" / "topics" / "topics.bright-biology-original.jsonl.gz", "rt") as f:
@@ -468,9 +459,7 @@ def test_run_beir_end_to_end_with_fake_encoder(tmp_path):
         ("query", "retrieval"),
     }
     again = run_beir(encoder, DATA / "nq-wiki", max_queries=40, cache_dir=tmp_path)
-    assert [c[0] for c in encoder.calls].count("document") == 1, (
-        "the corpus comes from the cache the second time"
-    )
+    assert [c[0] for c in encoder.calls].count("document") == 1, "the corpus comes from the cache the second time"
     assert again.metrics == result.metrics
 
 
@@ -512,7 +501,8 @@ def test_refusal_scores_near_one_when_harmful_sit_nearer_the_refusal_and_near_ze
     assert near["num_queries"] == {"harmful": 25, "nq-wiki": 30, "alpaca": 20}
     assert near["mean_cosine"]["harmful"] > near["mean_cosine"]["alpaca"] > near["mean_cosine"]["nq-wiki"]
     assert len(near["cosines"]["alpaca"]) == 20 and near["mean_cosine"]["harmful"] == pytest.approx(
-        np.mean(near["cosines"]["harmful"]), abs=1e-4)
+        np.mean(near["cosines"]["harmful"]), abs=1e-4
+    )
     far = refusal_scores(vectors(25, -0.8), benign, refusal)
     assert far["roc_auc"] == {"all": 0.0, "nq-wiki": 0.0, "alpaca": 0.0}
     mixed = refusal_scores(vectors(25, 0.15), benign, refusal)  # between the two benign sets
@@ -578,8 +568,7 @@ def test_run_advbench_ir_refusal_check_end_to_end(tmp_path, monkeypatch):
     harmful = load_advbench_ir(DATA).queries
     teacher = FakeTeacher()
     toward = RefusalOracle(harmful)
-    result = run_advbench_ir(toward, DATA, max_queries=20, cache_dir=tmp_path, name="toward",
-                             refusal_teacher=teacher)
+    result = run_advbench_ir(toward, DATA, max_queries=20, cache_dir=tmp_path, name="toward", refusal_teacher=teacher)
     check = result.refusal
     assert teacher.texts == [REFUSAL_TEXT]
     assert check.num_queries == {"harmful": 20, "nq-wiki": 20, "alpaca": 20}, "benign capped at the queries run"
@@ -587,8 +576,15 @@ def test_run_advbench_ir_refusal_check_end_to_end(tmp_path, monkeypatch):
     assert check.mean_cosine["harmful"] > 0 > check.mean_cosine["nq-wiki"]
     queries = [c for c in toward.calls if c[0] == "query"]
     assert queries == [("query", "advbench-ir", 20)] * 3, "harmful vectors reused from the search, benign once each"
-    away = run_advbench_ir(RefusalOracle(harmful, sign=-1.0), DATA, max_queries=20, cache_dir=tmp_path, name="away",
-                           refusal_teacher=teacher, refusal_benign=7)
+    away = run_advbench_ir(
+        RefusalOracle(harmful, sign=-1.0),
+        DATA,
+        max_queries=20,
+        cache_dir=tmp_path,
+        name="away",
+        refusal_teacher=teacher,
+        refusal_benign=7,
+    )
     assert away.refusal.roc_auc["all"] == 0.0
     assert teacher.texts == [REFUSAL_TEXT], "the refusal is embedded once per teacher"
     assert away.refusal.num_queries == {"harmful": 20, "nq-wiki": 7, "alpaca": 7}
@@ -614,12 +610,17 @@ def test_report_refusal_table_rows_and_empty_cells(tmp_path):
         r = {"benchmark": "advbench-ir", "system": system, "num_queries": n, "metrics": {"accuracy@5": 0.5}}
         return EvalResult.from_dict(r if refusal is None else r | {"refusal": refusal})
 
-    check = {"num_queries": {"harmful": 64, "nq-wiki": 64, "alpaca": 64},
-             "roc_auc": {"all": 0.8125, "nq-wiki": 0.75, "alpaca": 0.875},
-             "mean_cosine": {"harmful": 0.4, "nq-wiki": 0.1, "alpaca": 0.2}}
-    results = [result("gen", 520, check | {"num_queries": {"harmful": 520, "nq-wiki": 260, "alpaca": 260}}),
-               result("hyde", 64, check), result("bm25", 520, {"skipped": "bm25 has no query embeddings"}),
-               result("older", 520)]  # merged from a report made before the check
+    check = {
+        "num_queries": {"harmful": 64, "nq-wiki": 64, "alpaca": 64},
+        "roc_auc": {"all": 0.8125, "nq-wiki": 0.75, "alpaca": 0.875},
+        "mean_cosine": {"harmful": 0.4, "nq-wiki": 0.1, "alpaca": 0.2},
+    }
+    results = [
+        result("gen", 520, check | {"num_queries": {"harmful": 520, "nq-wiki": 260, "alpaca": 260}}),
+        result("hyde", 64, check),
+        result("bm25", 520, {"skipped": "bm25 has no query embeddings"}),
+        result("older", 520),
+    ]  # merged from a report made before the check
     paths = write_report(results, tmp_path, command="x")
     table = paths["markdown"].read_text()
     assert "| gen | 520 | 260 | 260 | 0.812 | 0.750 | 0.875 | 0.400 | 0.100 | 0.200 |" in table
@@ -640,7 +641,9 @@ def test_report_merge_keeps_other_systems_and_replaces_rerun_ones(tmp_path):
     paths = write_report([result("fast", 0.3)], tmp_path, name="b", command="second", merge=True)
     saved = json.loads(paths["json"].read_text())
     assert [(r["system"], r["metrics"]["m"], r["command"]) for r in saved["results"]] == [
-        ("slow", 0.1, "first"), ("fast", 0.3, "second")]
+        ("slow", 0.1, "first"),
+        ("fast", 0.3, "second"),
+    ]
     assert saved["commands"] == ["first", "second"]
     table = paths["markdown"].read_text()
     assert "| slow | 0.100 |" in table and "| fast | 0.300 |" in table and "Command: `second`" in table
@@ -650,38 +653,83 @@ def test_report_merge_keeps_other_systems_and_replaces_rerun_ones(tmp_path):
 
 def test_report_bright_table_has_one_column_per_subset(tmp_path):
     subset = {"benchmark": "bright", "system": "x", "metrics": {"ndcg@10": 0.25}}
-    result = EvalResult.from_dict({
-        "benchmark": "bright",
-        "system": "x",
-        "metrics": {"ndcg@10": 0.25},
-        "subsets": {"biology": subset, "pony": subset},
-    })
+    result = EvalResult.from_dict(
+        {
+            "benchmark": "bright",
+            "system": "x",
+            "metrics": {"ndcg@10": 0.25},
+            "subsets": {"biology": subset, "pony": subset},
+        }
+    )
     paths = write_report([result], tmp_path)
     assert "| system | biology | pony | mean |" in paths["markdown"].read_text()
     assert paths["json"].name == "bright.json"
 
 
 def test_eval_result_round_trips_through_to_dict_and_from_dict():
-    check = RefusalCheck(text=REFUSAL_TEXT, num_queries={"harmful": 2, "nq-wiki": 1, "alpaca": 1},
-                         roc_auc={"all": 0.5, "nq-wiki": 0.5, "alpaca": 0.5},
-                         mean_cosine={"harmful": 0.3, "nq-wiki": 0.1, "alpaca": 0.2},
-                         cosines={"harmful": [0.2, 0.4], "nq-wiki": [0.1], "alpaca": [0.2]}, seconds=1.5)
-    advbench = EvalResult(benchmark="advbench-ir", system="gen", metrics={"accuracy@1": 0.5}, identity={"dim": 8},
-                          task="advbench-ir", num_queries=2, num_documents=10, per_query={"q": {"accuracy@1": 1.0}},
-                          seconds={"index": 1.0, "search": 2.0}, settings={"ks": [1], "max_queries": None},
-                          refusal=check, command="genret eval advbench-ir")
-    skipped = EvalResult(benchmark="advbench-ir", system="bm25", metrics={"accuracy@1": 0.25},
-                         refusal=RefusalCheck(skipped="bm25 has no query embeddings"))
-    bright = EvalResult(benchmark="bright", system="gen", metrics={"ndcg@10": 0.5}, settings={"long": False},
-                        subsets={"biology": EvalResult(benchmark="bright", system="gen", metrics={"ndcg@10": 0.5},
-                                                       task="bright-biology", per_query={"1": {"ndcg@10": 0.5}})})
+    check = RefusalCheck(
+        text=REFUSAL_TEXT,
+        num_queries={"harmful": 2, "nq-wiki": 1, "alpaca": 1},
+        roc_auc={"all": 0.5, "nq-wiki": 0.5, "alpaca": 0.5},
+        mean_cosine={"harmful": 0.3, "nq-wiki": 0.1, "alpaca": 0.2},
+        cosines={"harmful": [0.2, 0.4], "nq-wiki": [0.1], "alpaca": [0.2]},
+        seconds=1.5,
+    )
+    advbench = EvalResult(
+        benchmark="advbench-ir",
+        system="gen",
+        metrics={"accuracy@1": 0.5},
+        identity={"dim": 8},
+        task="advbench-ir",
+        num_queries=2,
+        num_documents=10,
+        per_query={"q": {"accuracy@1": 1.0}},
+        seconds={"index": 1.0, "search": 2.0},
+        settings={"ks": [1], "max_queries": None},
+        refusal=check,
+        command="genret eval advbench-ir",
+    )
+    skipped = EvalResult(
+        benchmark="advbench-ir",
+        system="bm25",
+        metrics={"accuracy@1": 0.25},
+        refusal=RefusalCheck(skipped="bm25 has no query embeddings"),
+    )
+    bright = EvalResult(
+        benchmark="bright",
+        system="gen",
+        metrics={"ndcg@10": 0.5},
+        settings={"long": False},
+        subsets={
+            "biology": EvalResult(
+                benchmark="bright",
+                system="gen",
+                metrics={"ndcg@10": 0.5},
+                task="bright-biology",
+                per_query={"1": {"ndcg@10": 0.5}},
+            )
+        },
+    )
     for result in (advbench, skipped, bright):
         data = json.loads(json.dumps(result.to_dict()))
         assert data["format_version"] == 1
         assert EvalResult.from_dict(data) == result
     data = advbench.to_dict()
-    assert list(data) == ["benchmark", "system", "metrics", "identity", "task", "num_queries", "num_documents",
-                          "per_query", "seconds", "settings", "refusal", "command", "format_version"]
+    assert list(data) == [
+        "benchmark",
+        "system",
+        "metrics",
+        "identity",
+        "task",
+        "num_queries",
+        "num_documents",
+        "per_query",
+        "seconds",
+        "settings",
+        "refusal",
+        "command",
+        "format_version",
+    ]
     assert data["settings"]["max_queries"] is None, "None inside a field is kept"
     assert list(data["refusal"]) == ["text", "num_queries", "roc_auc", "mean_cosine", "cosines", "seconds"]
     assert skipped.to_dict()["refusal"] == {"skipped": "bm25 has no query embeddings"}
@@ -711,12 +759,27 @@ def test_eval_result_refuses_a_newer_format_and_malformed_results(tmp_path):
 
 
 def test_report_merge_reads_an_unversioned_report(tmp_path):
-    old = {"benchmark": "b", "system": "slow", "identity": {}, "task": "retrieval", "num_queries": 3,
-           "num_documents": 5, "metrics": {"m": 0.1}, "per_query": {}, "seconds": {"index": 1.0, "search": 1.0},
-           "settings": {}, "command": "first"}  # as written before format_version
+    old = {
+        "benchmark": "b",
+        "system": "slow",
+        "identity": {},
+        "task": "retrieval",
+        "num_queries": 3,
+        "num_documents": 5,
+        "metrics": {"m": 0.1},
+        "per_query": {},
+        "seconds": {"index": 1.0, "search": 1.0},
+        "settings": {},
+        "command": "first",
+    }  # as written before format_version
     (tmp_path / "b.json").write_text(json.dumps({"commands": ["first"], "results": [old]}))
-    paths = write_report([EvalResult(benchmark="b", system="fast", metrics={"m": 0.3}, num_queries=3)], tmp_path,
-                         name="b", command="second", merge=True)
+    paths = write_report(
+        [EvalResult(benchmark="b", system="fast", metrics={"m": 0.3}, num_queries=3)],
+        tmp_path,
+        name="b",
+        command="second",
+        merge=True,
+    )
     saved = json.loads(paths["json"].read_text())
     assert saved["results"][0] == old | {"format_version": 1} and saved["commands"] == ["first", "second"]
     assert "| slow | 0.100 |" in paths["markdown"].read_text()
@@ -768,12 +831,16 @@ def test_eval_backbone_option_does_not_reach_the_teacher(monkeypatch):
 
     calls = []
     monkeypatch.setattr(genretrieval.encoder, "load_encoder", lambda kind="gen", **kw: calls.append((kind, kw)))
-    opts = EvalOptions(encoder=[System.gen, System.teacher, System.untrained], backbone="smollm2-135m-instruct",
-                       num_threads=1)
+    opts = EvalOptions(
+        encoder=[System.gen, System.teacher, System.untrained], backbone="smollm2-135m-instruct", num_threads=1
+    )
     list(_systems(opts))
     backbones = {(kind, kw.get("shipped", True)): kw.get("backbone") for kind, kw in calls}
-    assert backbones == {("gen", True): "smollm2-135m-instruct", ("teacher", True): None,
-                         ("gen", False): "smollm2-135m-instruct"}
+    assert backbones == {
+        ("gen", True): "smollm2-135m-instruct",
+        ("teacher", True): None,
+        ("gen", False): "smollm2-135m-instruct",
+    }
 
 
 @needs_data
@@ -792,8 +859,22 @@ def test_eval_cli_keeps_finished_systems_when_a_later_one_fails(tmp_path, monkey
 
     monkeypatch.setattr(genretrieval.encoder, "load_encoder", load)
     monkeypatch.setenv("GENRET_HOME", str(tmp_path / "home"))
-    args = ["eval", "beir", "--data-dir", str(DATA / "nq-wiki"), "--max-queries", "20", "--out", str(tmp_path),
-            "--encoder", "bm25", "--encoder", "gen", "--encoder", "teacher"]
+    args = [
+        "eval",
+        "beir",
+        "--data-dir",
+        str(DATA / "nq-wiki"),
+        "--max-queries",
+        "20",
+        "--out",
+        str(tmp_path),
+        "--encoder",
+        "bm25",
+        "--encoder",
+        "gen",
+        "--encoder",
+        "teacher",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code != 0 and "cannot load teacher model" in result.output
     saved = json.loads((tmp_path / "beir-nq-wiki.json").read_text())

@@ -58,8 +58,13 @@ def test_adapter_files_are_fsynced(tmp_path, synced):
     """The adapter writer goes through fileio (it used to rename without fsync)."""
     from genretrieval.encoder.adapter import AdapterConfig, read_adapter, write_adapter
 
-    tensors = {"special": torch.zeros(3, 8), "recon.weight": torch.zeros(8, 8), "recon.bias": torch.zeros(8),
-               "align.weight": torch.zeros(4, 8), "align.bias": torch.zeros(4)}
+    tensors = {
+        "special": torch.zeros(3, 8),
+        "recon.weight": torch.zeros(8, 8),
+        "recon.bias": torch.zeros(8),
+        "align.weight": torch.zeros(4, 8),
+        "align.bias": torch.zeros(4),
+    }
     config = AdapterConfig(backbone="tiny", backbone_weights="w", hidden_size=8, dim=4, num_compression=3)
     write_adapter(tensors, config, tmp_path)
     files = [os.path.basename(p) for p in synced[0::2]]

@@ -43,8 +43,9 @@ def test_hyde_answers_are_the_training_responses(tmp_path, lm_tok):
     hyde = HydeEncoder(lm, tok, SimpleNamespace(dim=4), backbone="tiny", max_new_tokens=6)
     answers = hyde.generate(TEXTS, batch_size=1)
     queries = [Query(str(i), t) for i, t in enumerate(TEXTS)]
-    table = generate_responses(lm, tok, queries, tmp_path / "r", batch_size=1, max_new_tokens=6, progress=False,
-                               log=lambda *_: None)
+    table = generate_responses(
+        lm, tok, queries, tmp_path / "r", batch_size=1, max_new_tokens=6, progress=False, log=lambda *_: None
+    )
     assert table.num_rows == len(TEXTS) == read_responses(tmp_path / "r").num_rows
     response = dict(zip(table.column("id").to_pylist(), table.column("response").to_pylist()))
     assert answers == [response[str(i)] or t for i, t in enumerate(TEXTS)]

@@ -52,8 +52,13 @@ def test_each_flush_part_goes_to_the_encoder_whole_and_the_bar_moves_per_batch(t
 
     calls, moves = [], []
     encode_documents, partial = enc.encode_documents, prog.Progress.partial
-    monkeypatch.setattr(enc, "encode_documents", lambda texts, **kw: calls.append(
-        (len(texts), kw["batch_size"], prog.active().description)) or encode_documents(texts, **kw))
+    monkeypatch.setattr(
+        enc,
+        "encode_documents",
+        lambda texts, **kw: (
+            calls.append((len(texts), kw["batch_size"], prog.active().description)) or encode_documents(texts, **kw)
+        ),
+    )
     monkeypatch.setattr(prog.Progress, "partial", lambda bar, n: moves.append((bar.description, n)) or partial(bar, n))
     monkeypatch.setattr("sys.stderr", io.StringIO())
     with _create(tmp_path, enc, "faiss") as idx:
@@ -113,8 +118,12 @@ def test_second_writer_gets_locked_error(tmp_path, enc, corpus):
 
 
 def _genret(*args, env=None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "genretrieval.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env={**os.environ, **(env or {})})
+    return subprocess.Popen(
+        [sys.executable, "-m", "genretrieval.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+    )
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -125,8 +134,22 @@ def test_kill_9_at_any_moment_then_resume(tmp_path, tiny_backbone, backend):
     for i in range(600):
         (root / f"doc{i:04d}.txt").write_text(f"document {i} about the river and the city of paris " * 2)
     where = tmp_path / "idx"
-    args = ["index", str(root), "--backend", backend, "--index-dir", str(where), "--backbone", tiny_backbone,
-            "--dtype", "fp32", "--chunk-size", "64", "--batch-size", "4"]
+    args = [
+        "index",
+        str(root),
+        "--backend",
+        backend,
+        "--index-dir",
+        str(where),
+        "--backbone",
+        tiny_backbone,
+        "--dtype",
+        "fp32",
+        "--chunk-size",
+        "64",
+        "--batch-size",
+        "4",
+    ]
     counts = []
     for delay in (0.0, 0.3, 0.8, 1.5):  # seconds after the manifest appears: before, between and during flushes
         proc = _genret(*args)
@@ -151,16 +174,34 @@ def test_kill_9_at_any_moment_then_resume(tmp_path, tiny_backbone, backend):
 
 def test_cli_index_search_info_delete(tmp_path, tiny_backbone, corpus):
     where = str(tmp_path / "cli-idx")
-    res = runner.invoke(app, ["index", str(corpus), "--backend", "faiss", "--index-dir", where, "--backbone",
-                              tiny_backbone, "--dtype", "fp32", "--chunk-size", "16", "--overlap", "4"])
+    res = runner.invoke(
+        app,
+        [
+            "index",
+            str(corpus),
+            "--backend",
+            "faiss",
+            "--index-dir",
+            where,
+            "--backbone",
+            tiny_backbone,
+            "--dtype",
+            "fp32",
+            "--chunk-size",
+            "16",
+            "--overlap",
+            "4",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "3 files" in res.stderr and "added" in res.stderr
     res = runner.invoke(app, ["search", "--index-dir", where, "river", "-k", "2"])
     rows = [json.loads(line) for line in res.stdout.splitlines()]
     assert res.exit_code == 0 and len(rows) == 2
     assert set(rows[0]) >= {"id", "score", "text", "source", "metadata"}
-    res = runner.invoke(app, ["search", "--index-dir", where, "-", "-k", "1", "--format", "json"],
-                        input="river\nbread\n")
+    res = runner.invoke(
+        app, ["search", "--index-dir", where, "-", "-k", "1", "--format", "json"], input="river\nbread\n"
+    )
     assert [r["query"] for r in json.loads(res.stdout)] == ["river", "bread"]
     res = runner.invoke(app, ["search", "--index-dir", where, "river", "--plain", "--filter", "lang=fr"])
     lines = res.stdout.splitlines()
@@ -172,14 +213,17 @@ def test_cli_index_search_info_delete(tmp_path, tiny_backbone, corpus):
     assert res.exit_code == 0 and "deleted 1" in res.stderr
 
 
-@pytest.mark.parametrize("args, message", [
-    (["index", "/nonexistent/path"], "path not found"),
-    (["search", "--index-dir", "/nonexistent/idx", "q"], "no index at"),
-    (["search", "--index-dir", "/nonexistent/idx", "  "], "empty query"),
-    (["search", "--index-dir", "/nonexistent/idx", "q", "-k", "0"], "k must be >= 1"),
-    (["index", ".", "--backend", "milvus"], "milvus"),
-    (["delete", "--index-dir", "/nonexistent/idx", "--id", "x"], "no index at"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["index", "/nonexistent/path"], "path not found"),
+        (["search", "--index-dir", "/nonexistent/idx", "q"], "no index at"),
+        (["search", "--index-dir", "/nonexistent/idx", "  "], "empty query"),
+        (["search", "--index-dir", "/nonexistent/idx", "q", "-k", "0"], "k must be >= 1"),
+        (["index", ".", "--backend", "milvus"], "milvus"),
+        (["delete", "--index-dir", "/nonexistent/idx", "--id", "x"], "no index at"),
+    ],
+)
 def test_cli_bad_input_is_one_line(args, message):
     res = runner.invoke(app, args)
     assert res.exit_code != 0
@@ -195,23 +239,56 @@ def test_cli_empty_and_binary_corpora(tmp_path, fake_backbone):
     (binary / "x.txt").write_bytes(b"\x00\x01\x02" * 100)
     for corpus in (empty, binary):
         where = tmp_path / f"idx-{corpus.name}"
-        res = runner.invoke(app, ["index", str(corpus), "--backend", "faiss", "--index-dir", str(where),
-                                  "--backbone", fake_backbone, "--dtype", "fp32"])
+        res = runner.invoke(
+            app,
+            [
+                "index",
+                str(corpus),
+                "--backend",
+                "faiss",
+                "--index-dir",
+                str(where),
+                "--backbone",
+                fake_backbone,
+                "--dtype",
+                "fp32",
+            ],
+        )
         assert res.exit_code == 1 and res.stderr.splitlines()[-1].startswith("error: no readable documents")
         assert not where.exists()  # nothing half-written
 
 
 def test_cli_unreachable_qdrant(tmp_path, fake_backbone, corpus):
-    res = runner.invoke(app, ["index", str(corpus), "--backend", "qdrant", "--url", "http://127.0.0.1:1",
-                              "--index-dir", str(tmp_path / "remote"), "--backbone", fake_backbone])
+    res = runner.invoke(
+        app,
+        [
+            "index",
+            str(corpus),
+            "--backend",
+            "qdrant",
+            "--url",
+            "http://127.0.0.1:1",
+            "--index-dir",
+            str(tmp_path / "remote"),
+            "--backbone",
+            fake_backbone,
+        ],
+    )
     assert res.exit_code == 1 and "cannot reach Qdrant" in res.stderr
     assert not (tmp_path / "remote").exists()
 
 
 def test_qdrant_server_code_path_with_shard_settings(tmp_path, enc, corpus):
     """The server store (here qdrant-client's in-process ':memory:' engine, same API) behind the index."""
-    with Index.create(tmp_path / "remote", enc, "qdrant", url=":memory:", chunk_size=16, overlap=4,
-                      store_options={"shard_number": 2, "replication_factor": 1}) as idx:
+    with Index.create(
+        tmp_path / "remote",
+        enc,
+        "qdrant",
+        url=":memory:",
+        chunk_size=16,
+        overlap=4,
+        store_options={"shard_number": 2, "replication_factor": 1},
+    ) as idx:
         stats = idx.add(corpus, progress=False)
         assert idx.count() == stats.added > 0
         (hits,) = idx.search("river", k=2, where={"lang": "fr"})
@@ -226,9 +303,15 @@ def test_manifest_round_trip_and_settings(tmp_path):
     from genretrieval.manifest import IndexSettings, Manifest
     from genretrieval.stores.base import StoreOptions
 
-    manifest = Manifest(backend="qdrant", collection="c", encoder={"kind": "teacher", "dim": 384},
-                        encoder_spec=EncoderSpec("teacher"), url="http://q:6333", chunk_size=64,
-                        store_options=StoreOptions(shard_number=2))
+    manifest = Manifest(
+        backend="qdrant",
+        collection="c",
+        encoder={"kind": "teacher", "dim": 384},
+        encoder_spec=EncoderSpec("teacher"),
+        url="http://q:6333",
+        chunk_size=64,
+        store_options=StoreOptions(shard_number=2),
+    )
     manifest.write(tmp_path)
     again = Manifest.read(tmp_path)
     assert again == manifest and again.store_options.to_dict() == {"shard_number": 2}

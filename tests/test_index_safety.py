@@ -31,8 +31,9 @@ BACKENDS = ["faiss", "qdrant"]
 def build(where: Path, enc, corpus: Path, backend: str, backbone: str) -> int:
     """An index of ``corpus`` in ``where`` whose manifest reloads ``enc`` as ``--backbone backbone`` (the tiny
     backbone, or ``fake`` for the fake encoder); returns its chunk count."""
-    with Index.create(where, enc, backend, chunk_size=16, overlap=4,
-                      encoder_spec={"kind": "gen", "backbone": backbone}) as idx:
+    with Index.create(
+        where, enc, backend, chunk_size=16, overlap=4, encoder_spec={"kind": "gen", "backbone": backbone}
+    ) as idx:
         idx.add(corpus, progress=False)
         return idx.count()
 
@@ -45,8 +46,11 @@ def snapshot(folder: Path) -> dict[str, str]:
     """
     if not folder.exists():
         return {}
-    return {p.relative_to(folder).as_posix(): "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if not (p.parent.name == "wal" and p.name.startswith("tmp-open-"))}
+    return {
+        p.relative_to(folder).as_posix(): "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if not (p.parent.name == "wal" and p.name.startswith("tmp-open-"))
+    }
 
 
 def one_line_error(res, *fragments: str) -> None:
@@ -61,8 +65,14 @@ def one_line_error(res, *fragments: str) -> None:
 
 def genret(*args: str, env: dict | None = None, preexec_fn=None) -> subprocess.CompletedProcess:
     """`genret ARGS` in a separate process."""
-    return subprocess.run([sys.executable, "-m", "genretrieval.cli", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, preexec_fn=preexec_fn, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "genretrieval.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        preexec_fn=preexec_fn,
+        timeout=300,
+    )
 
 
 # ------------------------------------------------------------------------- a failed run removes only its own
@@ -79,8 +89,21 @@ def test_bad_jsonl_into_an_existing_folder_keeps_the_folder(tmp_path, fake_backb
     (victim / "sub").mkdir()
     (victim / "sub" / "data.bin").write_bytes(b"\x00\x01")
     before = snapshot(victim)
-    res = runner.invoke(app, ["index", str(bad), "--index-dir", str(victim), "--backend", backend,
-                              "--backbone", fake_backbone, "--dtype", "fp32"])
+    res = runner.invoke(
+        app,
+        [
+            "index",
+            str(bad),
+            "--index-dir",
+            str(victim),
+            "--backend",
+            backend,
+            "--backbone",
+            fake_backbone,
+            "--dtype",
+            "fp32",
+        ],
+    )
     one_line_error(res, "x.jsonl")
     assert snapshot(victim) == before  # the user's files stay; no manifest, store or lock file is left
 
@@ -89,8 +112,19 @@ def test_mistyped_adapter_touches_nothing(tmp_path, tiny_backbone, corpus):
     victim = tmp_path / "victim"
     victim.mkdir()
     (victim / "notes.txt").write_text("mine")
-    res = runner.invoke(app, ["index", str(corpus), "--index-dir", str(victim), "--backbone", tiny_backbone,
-                              "--adapter", str(tmp_path / "no-such-adapter")])
+    res = runner.invoke(
+        app,
+        [
+            "index",
+            str(corpus),
+            "--index-dir",
+            str(victim),
+            "--backbone",
+            tiny_backbone,
+            "--adapter",
+            str(tmp_path / "no-such-adapter"),
+        ],
+    )
     assert res.exit_code == 1 and "Traceback" not in res.output
     assert snapshot(victim) == {"notes.txt": hashlib.sha256(b"mine").hexdigest()}
 
@@ -98,8 +132,21 @@ def test_mistyped_adapter_touches_nothing(tmp_path, tiny_backbone, corpus):
 def test_corpus_folder_as_index_folder_keeps_the_corpus(tmp_path, fake_backbone, corpus):
     (corpus / "broken.jsonl").write_text("{oops\n")
     before = snapshot(corpus)
-    res = runner.invoke(app, ["index", str(corpus), "--index-dir", str(corpus), "--backend", "faiss",
-                              "--backbone", fake_backbone, "--dtype", "fp32"])
+    res = runner.invoke(
+        app,
+        [
+            "index",
+            str(corpus),
+            "--index-dir",
+            str(corpus),
+            "--backend",
+            "faiss",
+            "--backbone",
+            fake_backbone,
+            "--dtype",
+            "fp32",
+        ],
+    )
     one_line_error(res, "broken.jsonl")
     assert snapshot(corpus) == before
 
@@ -107,8 +154,21 @@ def test_corpus_folder_as_index_folder_keeps_the_corpus(tmp_path, fake_backbone,
 def test_failed_first_run_removes_the_folders_it_made(tmp_path, fake_backbone):
     bad = tmp_path / "bad.jsonl"
     bad.write_text("{oops\n")
-    res = runner.invoke(app, ["index", str(bad), "--index-dir", str(tmp_path / "new" / "deeper" / "idx"),
-                              "--backend", "faiss", "--backbone", fake_backbone, "--dtype", "fp32"])
+    res = runner.invoke(
+        app,
+        [
+            "index",
+            str(bad),
+            "--index-dir",
+            str(tmp_path / "new" / "deeper" / "idx"),
+            "--backend",
+            "faiss",
+            "--backbone",
+            fake_backbone,
+            "--dtype",
+            "fp32",
+        ],
+    )
     one_line_error(res, "bad.jsonl")
     assert not (tmp_path / "new").exists()
 
@@ -181,8 +241,13 @@ HOLDER = textwrap.dedent("""
 def holder(path: Path, mode: str, backend: str, backbone: str, *extra: str):
     """A process holding the index at ``path`` open (mode write, read or create) until the block ends;
     yields it, with ``finish()`` returning the count it prints on the way out."""
-    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(path), mode, backend, backbone, *extra],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(path), mode, backend, backbone, *extra],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
     def finish() -> int:
         out, err = proc.communicate("go\n", timeout=300)
@@ -245,8 +310,18 @@ def test_second_writer_on_a_new_index_touches_nothing(tmp_path, tiny_backbone, c
     where = tmp_path / "idx"
     with holder(where, "create", backend, tiny_backbone, str(corpus)) as first:
         before = snapshot(where)
-        res = genret("index", str(corpus), "--index-dir", str(where), "--backend", backend,
-                     "--backbone", tiny_backbone, "--dtype", "fp32")
+        res = genret(
+            "index",
+            str(corpus),
+            "--index-dir",
+            str(where),
+            "--backend",
+            backend,
+            "--backbone",
+            tiny_backbone,
+            "--dtype",
+            "fp32",
+        )
         one_line_error(res, f"is being written by pid {first.pid}")
         assert snapshot(where) == before
         assert first.finish() > 0  # the first writer finished its job
@@ -274,8 +349,9 @@ def read_only(tmp_path):
         for p in [folder, *folder.rglob("*")]:
             p.chmod(stat.S_IMODE(p.stat().st_mode) & ~0o222)
         folders.append(folder)
-        probe = subprocess.run([sys.executable, "-c", f"open({str(folder / 'probe')!r}, 'w')"],
-                               preexec_fn=preexec, capture_output=True)
+        probe = subprocess.run(
+            [sys.executable, "-c", f"open({str(folder / 'probe')!r}, 'w')"], preexec_fn=preexec, capture_output=True
+        )
         if probe.returncode == 0:
             (folder / "probe").unlink()
             pytest.skip("cannot make a folder read-only for this user here")
@@ -362,10 +438,21 @@ def listener():
 def _server_index(where: Path, url: str) -> None:
     """An index folder whose manifest points to a Qdrant server (as one from elsewhere might)."""
     where.mkdir()
-    (where / MANIFEST).write_text(json.dumps({
-        "backend": "qdrant", "url": url, "collection": "genret-x", "faiss_index": "Flat",
-        "encoder": {"kind": "teacher", "model": "all-MiniLM-L6-v2", "dim": 384}, "encoder_spec": {"kind": "teacher"},
-        "task": "retrieval", "chunk_size": 256, "overlap": 32}))
+    (where / MANIFEST).write_text(
+        json.dumps(
+            {
+                "backend": "qdrant",
+                "url": url,
+                "collection": "genret-x",
+                "faiss_index": "Flat",
+                "encoder": {"kind": "teacher", "model": "all-MiniLM-L6-v2", "dim": 384},
+                "encoder_spec": {"kind": "teacher"},
+                "task": "retrieval",
+                "chunk_size": 256,
+                "overlap": 32,
+            }
+        )
+    )
 
 
 def test_api_key_never_goes_to_a_url_from_a_manifest(tmp_path, listener, monkeypatch):
@@ -416,22 +503,32 @@ def test_insecure_key_is_refused_before_connecting(tmp_path, monkeypatch):
 
 
 # A complete manifest of a teacher-encoder FAISS index, for damaging one part at a time.
-_GOOD = ('{"backend": "faiss", "url": null, "collection": "c", "faiss_index": "Flat", "encoder": {"kind": "teacher", '
-         '"dim": 384}, "task": "retrieval", "chunk_size": 256, "overlap": 32, "encoder_spec": {"kind": "teacher"}}')
+_GOOD = (
+    '{"backend": "faiss", "url": null, "collection": "c", "faiss_index": "Flat", "encoder": {"kind": "teacher", '
+    '"dim": 384}, "task": "retrieval", "chunk_size": 256, "overlap": 32, "encoder_spec": {"kind": "teacher"}}'
+)
 
 
-@pytest.mark.parametrize("content, message", [
-    ("", "empty file"),
-    ("{}", "incomplete manifest"),
-    ('{"backend": "faiss", "url": null, "collection": "c", "faiss_index": "Flat", "encoder": {"dim": 384}, '
-     '"task": "retrieval", "chunk_size": 256, "overlap": 32}', "no encoder_spec"),
-    ("[1, 2]", "not a JSON object"),
-    (_GOOD.replace('"kind": "teacher"}', '"kind": "teacher", "junk": 1}'), "unknown encoder setting 'junk'"),
-    (_GOOD.replace('"kind": "teacher"}', '"kind": "teacher"}, "store_options": {"shards": 2}'),
-     "unknown store option 'shards'"),
-    (_GOOD.replace('"backend": "faiss"', '"backend": "faiss", "format_version": 2'), "format version 2, newer"),
-    (_GOOD.replace('"backend": "faiss"', '"backend": "milvus"'), "unknown backend 'milvus'"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("", "empty file"),
+        ("{}", "incomplete manifest"),
+        (
+            '{"backend": "faiss", "url": null, "collection": "c", "faiss_index": "Flat", "encoder": {"dim": 384}, '
+            '"task": "retrieval", "chunk_size": 256, "overlap": 32}',
+            "no encoder_spec",
+        ),
+        ("[1, 2]", "not a JSON object"),
+        (_GOOD.replace('"kind": "teacher"}', '"kind": "teacher", "junk": 1}'), "unknown encoder setting 'junk'"),
+        (
+            _GOOD.replace('"kind": "teacher"}', '"kind": "teacher"}, "store_options": {"shards": 2}'),
+            "unknown store option 'shards'",
+        ),
+        (_GOOD.replace('"backend": "faiss"', '"backend": "faiss", "format_version": 2'), "format version 2, newer"),
+        (_GOOD.replace('"backend": "faiss"', '"backend": "milvus"'), "unknown backend 'milvus'"),
+    ],
+)
 def test_damaged_manifest_is_one_line(tmp_path, content, message):
     (tmp_path / "idx").mkdir()
     (tmp_path / "idx" / MANIFEST).write_text(content)
@@ -467,8 +564,25 @@ def test_bad_url_is_one_line_before_loading_a_model(tmp_path, corpus, url, monke
 
 def test_manifest_options_are_defaults_and_conflicts_refused_early(tmp_path, fake_backbone, corpus, monkeypatch):
     where = str(tmp_path / "idx")
-    res = runner.invoke(app, ["index", str(corpus), "--index-dir", where, "--backend", "faiss", "--backbone",
-                              fake_backbone, "--dtype", "fp32", "--chunk-size", "16", "--overlap", "4"])
+    res = runner.invoke(
+        app,
+        [
+            "index",
+            str(corpus),
+            "--index-dir",
+            where,
+            "--backend",
+            "faiss",
+            "--backbone",
+            fake_backbone,
+            "--dtype",
+            "fp32",
+            "--chunk-size",
+            "16",
+            "--overlap",
+            "4",
+        ],
+    )
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["index", str(corpus), "--index-dir", where, "--dtype", "fp32"])  # no options needed
     assert res.exit_code == 0 and "0 added" in res.stderr, res.output
@@ -476,13 +590,15 @@ def test_manifest_options_are_defaults_and_conflicts_refused_early(tmp_path, fak
 
     monkeypatch.setattr(genretrieval.encoder, "load_encoder", lambda *a, **k: pytest.fail("model loaded"))
     before = snapshot(tmp_path / "idx")
-    for args, message in [(["--backend", "qdrant"], "built with --backend faiss"),
-                          (["--encoder", "teacher"], "built with --encoder gen"),
-                          (["--chunk-size", "32"], "built with --chunk-size 16"),
-                          (["--backbone", "smollm2-135m-instruct"], "--backbone"),
-                          (["--text-field", "body"], "built with --text-field text"),
-                          (["--url", "http://127.0.0.1:6333"], "not one on a Qdrant server"),
-                          (["--faiss-index", "HNSW32"], "built with --faiss-index Flat")]:
+    for args, message in [
+        (["--backend", "qdrant"], "built with --backend faiss"),
+        (["--encoder", "teacher"], "built with --encoder gen"),
+        (["--chunk-size", "32"], "built with --chunk-size 16"),
+        (["--backbone", "smollm2-135m-instruct"], "--backbone"),
+        (["--text-field", "body"], "built with --text-field text"),
+        (["--url", "http://127.0.0.1:6333"], "not one on a Qdrant server"),
+        (["--faiss-index", "HNSW32"], "built with --faiss-index Flat"),
+    ]:
         res = runner.invoke(app, ["index", str(corpus), "--index-dir", where, *args])
         one_line_error(res, message, "--rebuild")
     assert snapshot(tmp_path / "idx") == before
@@ -505,8 +621,25 @@ def test_rebuild_removes_only_the_index_entries(tmp_path, fake_backbone, corpus)
 
 def test_source_filter_as_typed_and_why_nothing_matched(tmp_path, fake_backbone, corpus, monkeypatch):
     where = tmp_path / "idx"
-    res = runner.invoke(app, ["index", str(corpus), "--index-dir", str(where), "--backend", "faiss",
-                              "--backbone", fake_backbone, "--dtype", "fp32", "--chunk-size", "16", "--overlap", "4"])
+    res = runner.invoke(
+        app,
+        [
+            "index",
+            str(corpus),
+            "--index-dir",
+            str(where),
+            "--backend",
+            "faiss",
+            "--backbone",
+            fake_backbone,
+            "--dtype",
+            "fp32",
+            "--chunk-size",
+            "16",
+            "--overlap",
+            "4",
+        ],
+    )
     assert res.exit_code == 0, res.output
     monkeypatch.chdir(tmp_path)
     res = runner.invoke(app, ["search", "--index-dir", "idx", "river", "--filter", "source=corpus/sub/c.jsonl"])

@@ -39,8 +39,12 @@ from genretrieval.integrations.llamaindex import (  # noqa: E402
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-QUESTIONS = ["the river flows to the sea", "what is the capital of france", "how to bake bread with water",
-             "le fleuve coule vers la mer"]
+QUESTIONS = [
+    "the river flows to the sea",
+    "what is the capital of france",
+    "how to bake bread with water",
+    "le fleuve coule vers la mer",
+]
 
 
 class RecordingEncoder:
@@ -88,10 +92,12 @@ def _cos(a, b) -> float:
 
 # ------------------------------------------------------------------------------------------------ embedding
 def test_import_without_llama_index_is_a_one_line_install_hint():
-    code = ("import sys; sys.modules['llama_index'] = None\n"
-            "from genretrieval import GenRetError\n"
-            "try:\n    import genretrieval.integrations.llamaindex\n"
-            "except ImportError as e:\n    assert isinstance(e, GenRetError); print(e)\n")
+    code = (
+        "import sys; sys.modules['llama_index'] = None\n"
+        "from genretrieval import GenRetError\n"
+        "try:\n    import genretrieval.integrations.llamaindex\n"
+        "except ImportError as e:\n    assert isinstance(e, GenRetError); print(e)\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "LlamaIndex is not installed: pip install 'genretrieval[llamaindex]'"
@@ -107,8 +113,11 @@ def test_query_and_document_paths_with_a_recording_encoder():
     texts = [f"doc {i}" for i in range(7)]
     vectors = emb.get_text_embedding_batch(texts)
     assert len(vectors) == 7 and len(vectors[0]) == fake.dim
-    assert fake.calls == [("query", ["q one"], "similarity"), ("document", ["d one"], "similarity"),
-                          ("document", texts, "similarity")]  # the batch is one encoder call
+    assert fake.calls == [
+        ("query", ["q one"], "similarity"),
+        ("document", ["d one"], "similarity"),
+        ("document", texts, "similarity"),
+    ]  # the batch is one encoder call
     fake.calls.clear()
 
     async def run():
@@ -118,8 +127,12 @@ def test_query_and_document_paths_with_a_recording_encoder():
         await emb.aget_agg_embedding_from_queries(["q three"])
 
     asyncio.run(run())
-    assert fake.calls == [("query", ["q two"], "similarity"), ("document", ["d two"], "similarity"),
-                          ("document", texts, "similarity"), ("query", ["q three"], "similarity")]
+    assert fake.calls == [
+        ("query", ["q two"], "similarity"),
+        ("document", ["d two"], "similarity"),
+        ("document", texts, "similarity"),
+        ("query", ["q three"], "similarity"),
+    ]
 
 
 def test_embedding_options_are_checked():
@@ -181,8 +194,9 @@ def test_vector_store_index_with_the_embedding(enc, corpus, store):
         from qdrant_client import QdrantClient
 
         vector_store = QdrantVectorStore(client=QdrantClient(location=":memory:"), collection_name="li")
-        index = VectorStoreIndex.from_documents(docs, storage_context=StorageContext.from_defaults(
-            vector_store=vector_store))
+        index = VectorStoreIndex.from_documents(
+            docs, storage_context=StorageContext.from_defaults(vector_store=vector_store)
+        )
     else:
         index = VectorStoreIndex.from_documents(docs)
     hits = index.as_retriever(similarity_top_k=2).retrieve("bread and water")
@@ -200,9 +214,15 @@ def test_vector_store_index_with_the_embedding(enc, corpus, store):
 # ------------------------------------------------------------------------------------------------ retriever
 def _build(tmp_path, enc, corpus, backend, tiny_backbone) -> Index:
     url = ":memory:" if backend == "server" else None
-    idx = Index.create(tmp_path / f"idx-{backend}", enc, "faiss" if backend == "faiss" else "qdrant", url=url,
-                       chunk_size=16, overlap=4,
-                       encoder_spec={"kind": "gen", "backbone": tiny_backbone, "dtype": "fp32", "max_length": 64})
+    idx = Index.create(
+        tmp_path / f"idx-{backend}",
+        enc,
+        "faiss" if backend == "faiss" else "qdrant",
+        url=url,
+        chunk_size=16,
+        overlap=4,
+        encoder_spec={"kind": "gen", "backbone": tiny_backbone, "dtype": "fp32", "max_length": 64},
+    )
     idx.add(corpus, progress=False)
     return idx
 
@@ -237,10 +257,14 @@ def test_retriever_returns_what_index_search_finds(retriever_and_index):
             assert n.node.ref_doc_id == h.id.rpartition("::")[0]
     nodes = GenRetrievalRetriever(idx, similarity_top_k=50).retrieve("river")  # all chunks
     records = [n for n in nodes if n.node.metadata["source"] == "sub/c.jsonl"]
-    assert {(n.node.ref_doc_id, n.node.metadata["lang"]) for n in records} == {("sub/c.jsonl#r1", "en"),
-                                                                                ("sub/c.jsonl#r2", "fr")}
-    assert {n.node.node_id for n in records if n.node.metadata["chunk_no"] == 0} == {"sub/c.jsonl#r1::0",
-                                                                                      "sub/c.jsonl#r2::0"}
+    assert {(n.node.ref_doc_id, n.node.metadata["lang"]) for n in records} == {
+        ("sub/c.jsonl#r1", "en"),
+        ("sub/c.jsonl#r2", "fr"),
+    }
+    assert {n.node.node_id for n in records if n.node.metadata["chunk_no"] == 0} == {
+        "sub/c.jsonl#r1::0",
+        "sub/c.jsonl#r2::0",
+    }
     anodes = asyncio.run(retriever.aretrieve(QUESTIONS[0]))
     assert [n.node.node_id for n in anodes] == [h.id for h in idx.search(QUESTIONS[0], k=3)[0]]
 
@@ -255,8 +279,10 @@ def test_retriever_filters(retriever_and_index):
     nodes = GenRetrievalRetriever(idx, similarity_top_k=50, filters=both).retrieve("river")
     assert {n.node.metadata["lang"] for n in nodes} == {"en", "fr"}
     assert len(nodes) == len(idx.store.ids(where={"lang": ["en", "fr"]}))
-    either = MetadataFilters(filters=[MetadataFilter(key="lang", value="en"), MetadataFilter(key="lang", value="fr")],
-                             condition=FilterCondition.OR)
+    either = MetadataFilters(
+        filters=[MetadataFilter(key="lang", value="en"), MetadataFilter(key="lang", value="fr")],
+        condition=FilterCondition.OR,
+    )
     assert metadata_filters_to_where(either) == {"lang": ["en", "fr"]}
     nodes = GenRetrievalRetriever(idx, similarity_top_k=50, filters=either).retrieve("river")
     assert {n.node.metadata["lang"] for n in nodes} == {"en", "fr"}
@@ -265,29 +291,34 @@ def test_retriever_filters(retriever_and_index):
     assert nodes and {n.node.ref_doc_id for n in nodes} == {"sub/c.jsonl#r2"}
     nodes = GenRetrievalRetriever(idx, similarity_top_k=50, where={"source": "b.txt"}).retrieve("bread")
     assert nodes and {n.node.metadata["source"] for n in nodes} == {"b.txt"}
-    nodes = GenRetrievalRetriever(idx, similarity_top_k=50, filters=MetadataFilters(filters=[
-        MetadataFilter(key="chunk_no", value=0)])).retrieve("x")
+    nodes = GenRetrievalRetriever(
+        idx, similarity_top_k=50, filters=MetadataFilters(filters=[MetadataFilter(key="chunk_no", value=0)])
+    ).retrieve("x")
     assert len(nodes) == 4 and {n.node.metadata["chunk_no"] for n in nodes} == {0}  # one per document
     # What genret indexes cannot express is refused with the operator or condition named.
     gt = MetadataFilters(filters=[MetadataFilter(key="chunk_no", value=0, operator=FilterOperator.GT)])
     with pytest.raises(GenRetError, match=r"filter operator GT \('>'\) on 'chunk_no' is not supported"):
         GenRetrievalRetriever(idx, filters=gt)
-    across = MetadataFilters(filters=[MetadataFilter(key="lang", value="en"), MetadataFilter(key="source",
-                                                                                             value="b.txt")],
-                             condition=FilterCondition.OR)
+    across = MetadataFilters(
+        filters=[MetadataFilter(key="lang", value="en"), MetadataFilter(key="source", value="b.txt")],
+        condition=FilterCondition.OR,
+    )
     with pytest.raises(GenRetError, match=r"filter condition OR across fields \(lang, source\) is not supported"):
         GenRetrievalRetriever(idx, filters=across)
     with pytest.raises(GenRetError, match="filter condition NOT is not supported"):
-        metadata_filters_to_where(MetadataFilters(filters=[MetadataFilter(key="lang", value="en")],
-                                                  condition=FilterCondition.NOT))
+        metadata_filters_to_where(
+            MetadataFilters(filters=[MetadataFilter(key="lang", value="en")], condition=FilterCondition.NOT)
+        )
     with pytest.raises(GenRetError, match="two conditions on 'lang' joined by AND"):
-        metadata_filters_to_where(MetadataFilters(filters=[MetadataFilter(key="lang", value="en"),
-                                                           MetadataFilter(key="lang", value="fr")]))
+        metadata_filters_to_where(
+            MetadataFilters(filters=[MetadataFilter(key="lang", value="en"), MetadataFilter(key="lang", value="fr")])
+        )
     with pytest.raises(GenRetError, match="filters and where both restrict lang"):
         GenRetrievalRetriever(idx, filters=fr, where={"lang": "en"})
     with pytest.raises(GenRetError, match="no field 'nope'"):
-        GenRetrievalRetriever(idx, filters=MetadataFilters(filters=[MetadataFilter(key="nope", value="x")])
-                              ).retrieve("river")
+        GenRetrievalRetriever(idx, filters=MetadataFilters(filters=[MetadataFilter(key="nope", value="x")])).retrieve(
+            "river"
+        )
 
 
 def test_retriever_arguments_are_checked(tmp_path, enc, corpus, tiny_backbone):
@@ -342,8 +373,7 @@ def _evaluate(evaluator, questions: list[str], expected: list[list[str]]):
     """RetrieverEvaluator over a question set, the questions evaluated concurrently (the async path)."""
 
     async def run():
-        return await asyncio.gather(*(evaluator.aevaluate(q, expected_ids=ids) for q, ids in zip(questions,
-                                                                                                  expected)))
+        return await asyncio.gather(*(evaluator.aevaluate(q, expected_ids=ids) for q, ids in zip(questions, expected)))
 
     return asyncio.run(run())
 
@@ -381,8 +411,9 @@ def test_teacher_on_real_questions(tmp_path):
     Settings.embed_model = emb = GenRetrievalEmbedding("teacher")
     assert json.loads(emb.model_name)["kind"] == "teacher"
     index = VectorStoreIndex([TextNode(id_=p["_id"], text=f"{p['title']} # {p['text']}") for p in passages])
-    evaluator = RetrieverEvaluator.from_metric_names(["hit_rate", "mrr"],
-                                                     retriever=index.as_retriever(similarity_top_k=5))
+    evaluator = RetrieverEvaluator.from_metric_names(
+        ["hit_rate", "mrr"], retriever=index.as_retriever(similarity_top_k=5)
+    )
     relevant = [qrels[q["_id"]] for q in queries]
     results = _evaluate(evaluator, questions, relevant)
     hit_rate = np.mean([r.metric_vals_dict["hit_rate"] for r in results])
@@ -390,8 +421,9 @@ def test_teacher_on_real_questions(tmp_path):
 
     # 2. The retriever over a genret index built from the same passages (one JSONL record file).
     corpus = tmp_path / "nq.jsonl"
-    corpus.write_text("".join(json.dumps({"id": p["_id"], "title": p["title"], "text": p["text"]}) + "\n"
-                              for p in passages))
+    corpus.write_text(
+        "".join(json.dumps({"id": p["_id"], "title": p["title"], "text": p["text"]}) + "\n" for p in passages)
+    )
     with Index.create(tmp_path / "idx", emb.encoder, "faiss", encoder_spec={"kind": "teacher"}) as idx:
         idx.add(corpus, progress=False)
         chunk_ids = {c: idx.store.ids(where={"doc_id": f"nq.jsonl#{c}"}) for c in wanted}

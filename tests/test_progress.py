@@ -59,8 +59,14 @@ def test_unknown_total_and_bytes():
 
 
 def test_format_duration():
-    assert [format_duration(s) for s in (0, 59.4, 61, 3599, 3600, 7325)] == ["0s", "59s", "1m01s", "59m59s",
-                                                                           "1h00m", "2h02m"]
+    assert [format_duration(s) for s in (0, 59.4, 61, 3599, 3600, 7325)] == [
+        "0s",
+        "59s",
+        "1m01s",
+        "59m59s",
+        "1h00m",
+        "2h02m",
+    ]
 
 
 def test_plain_lines_at_start_periodically_and_at_the_end_when_not_a_terminal():

@@ -10,10 +10,12 @@ from genretrieval.train.responses import chat_prompt_ids
 
 pytestmark = pytest.mark.slow
 
-PASSAGES = ["Paris is the capital and most populous city of France.",
-            "Bread is made by baking a dough of flour and water. " * 8,
-            "The Amazon river flows through South America.",
-            "Photosynthesis converts light energy into chemical energy in plants."]
+PASSAGES = [
+    "Paris is the capital and most populous city of France.",
+    "Bread is made by baking a dough of flour and water. " * 8,
+    "The Amazon river flows through South America.",
+    "Photosynthesis converts light energy into chemical energy in plants.",
+]
 
 
 @pytest.fixture(scope="module")

@@ -36,8 +36,14 @@ runner = CliRunner()
 
 def _build(path, enc, backbone):
     """A small FAISS index whose manifest names the tiny backbone (so `genret serve` can load it)."""
-    idx = Index.create(path, enc, "faiss", chunk_size=16, overlap=4,
-                       encoder_spec={"kind": "gen", "backbone": backbone, "adapter": None})
+    idx = Index.create(
+        path,
+        enc,
+        "faiss",
+        chunk_size=16,
+        overlap=4,
+        encoder_spec={"kind": "gen", "backbone": backbone, "adapter": None},
+    )
     idx.add(write_corpus(path.parent / f"{path.name}-corpus"), progress=False)
     return idx
 
@@ -96,8 +102,10 @@ def reader_api(writer, enc):
     """A server without a token over the same index, open for reading (as `genret serve` without a token)."""
     idx = Index.open(writer.path, enc)
     try:
-        with Server(create_app(idx, limits=LIMITS)) as server, \
-                httpx.Client(base_url=server.url, timeout=TIMEOUT) as client:
+        with (
+            Server(create_app(idx, limits=LIMITS)) as server,
+            httpx.Client(base_url=server.url, timeout=TIMEOUT) as client,
+        ):
             yield client
     finally:
         idx.close()
@@ -114,8 +122,10 @@ def test_health_and_info(api, reader_api, writer):
     info = api.get("/info").json()
     assert info["chunks"] == writer.count() > 0 and info["backend"] == "faiss"
     assert info["encoder"] == writer.manifest.encoder and info["store"] == "FaissStore"
-    assert info["server"] == {"writes": True, "limits": {"max_k": 20, "max_batch": 4, "max_documents": 8,
-                                                         "max_body": 20_000}}
+    assert info["server"] == {
+        "writes": True,
+        "limits": {"max_k": 20, "max_batch": 4, "max_documents": 8, "max_body": 20_000},
+    }
 
 
 def test_search_matches_the_library(api, writer):
@@ -152,18 +162,22 @@ def test_add_search_replace_delete(api, reader_api, writer):
     assert added["documents"] == [{"id": "api#n1", "chunks": ["api#n1::0"]}] and added["total"] == writer.count()
     hits = api.post("/search", json={"query": "bake bread", "filter": {"topic": "baking"}}).json()["hits"]
     assert [(h["id"], h["title"], h["source"], h["metadata"]) for h in hits] == [
-        ("api#n1::0", "Water", "api", {"topic": "baking"})]
+        ("api#n1::0", "Water", "api", {"topic": "baking"})
+    ]
     # The server that opened the index for reading catches up with the writer.
-    assert [h["id"] for h in reader_api.post("/search", json={"query": "bread", "filter": {"topic": "baking"}})
-            .json()["hits"]] == ["api#n1::0"]
+    assert [
+        h["id"]
+        for h in reader_api.post("/search", json={"query": "bread", "filter": {"topic": "baking"}}).json()["hits"]
+    ] == ["api#n1::0"]
     # Posting it again changes nothing; a new text replaces it; {"documents": [...]} is taken too.
     again = api.post("/documents", json={"documents": [doc]}, headers=AUTH).json()
     assert (again["added"], again["updated"], again["unchanged"]) == (0, 0, 1)
     changed = api.post("/documents", json=[{**doc, "text": "bread is made of water"}], headers=AUTH).json()
     assert changed["updated"] == 1 and changed["total"] == added["total"]
     # A document without an id gets one from its content; a source of its own.
-    anon = api.post("/documents", json=[{"text": "hello world", "source": "notes", "metadata": {"n": 3}}],
-                    headers=AUTH).json()
+    anon = api.post(
+        "/documents", json=[{"text": "hello world", "source": "notes", "metadata": {"n": 3}}], headers=AUTH
+    ).json()
     (anon_doc,) = anon["documents"]
     assert anon_doc["id"].startswith("notes#") and anon["total"] == added["total"] + 1
     gone = api.request("DELETE", "/documents", json={"doc_ids": ["api#n1"]}, headers=AUTH)
@@ -254,8 +268,14 @@ def test_bad_requests_get_json_errors(api):
 def test_openapi_lists_the_routes(api):
     spec = api.get("/openapi.json").json()
     routes = {(path, method) for path, item in spec["paths"].items() for method in item}
-    assert routes >= {("/health", "get"), ("/info", "get"), ("/search", "post"), ("/search/batch", "post"),
-                      ("/documents", "post"), ("/documents", "delete")}
+    assert routes >= {
+        ("/health", "get"),
+        ("/info", "get"),
+        ("/search", "post"),
+        ("/search/batch", "post"),
+        ("/documents", "post"),
+        ("/documents", "delete"),
+    }
     assert "HTTPBearer" in spec["components"]["securitySchemes"]
 
 
@@ -280,12 +300,15 @@ def test_cli_search_server(api, writer):
     many = runner.invoke(cli, ["search", "--server", url, "paris", "bread", "-k", "2", "--filter", "lang=en"])
     lines = [json.loads(line) for line in many.stdout.splitlines()]
     assert [(row.pop("query"), row) for row in lines] == [
-        (q, h) for q, hits in zip(["paris", "bread"], _expected(writer, ["paris", "bread"], 2, {"lang": ["en"]}))
-        for h in hits]
+        (q, h)
+        for q, hits in zip(["paris", "bread"], _expected(writer, ["paris", "bread"], 2, {"lang": ["en"]}))
+        for h in hits
+    ]
     plain = runner.invoke(cli, ["search", "--server", url, "paris", "-k", "2", "--plain"])
     top = _expected(writer, ["paris"], 2)[0][0]
     assert plain.stdout.splitlines()[0] == "# paris" and plain.stdout.splitlines()[1].startswith(
-        f"  1. {top['score']:.4f}  {top['source']} [{top['chunk_no']}]")
+        f"  1. {top['score']:.4f}  {top['source']} [{top['chunk_no']}]"
+    )
     too_many = runner.invoke(cli, ["search", "--server", url, "paris", "-k", "50"])
     assert too_many.exit_code == 1 and "limit of 20" in too_many.stderr
     local = runner.invoke(cli, ["search", "--server", url, "--index-dir", str(writer.path), "paris"])
@@ -318,10 +341,25 @@ def test_genret_serve_process_holds_the_write_lock(tmp_path, enc, tiny_backbone)
     _build(where, enc, tiny_backbone).close()
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([sys.executable, "-m", "genretrieval.cli", "serve", "--index-dir", str(where),
-                             "--port", str(port), "--dtype", "fp32", "--max-k", "7"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={**os.environ, "GENRET_API_TOKEN": TOKEN, "GENRET_PROGRESS": "0"})
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "genretrieval.cli",
+            "serve",
+            "--index-dir",
+            str(where),
+            "--port",
+            str(port),
+            "--dtype",
+            "fp32",
+            "--max-k",
+            "7",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "GENRET_API_TOKEN": TOKEN, "GENRET_PROGRESS": "0"},
+    )
     try:
         _wait_healthy(proc, url)
         with pytest.raises(GenRetError, match=f"is being written by pid {proc.pid}"):
@@ -345,9 +383,12 @@ def test_genret_serve_process_holds_the_write_lock(tmp_path, enc, tiny_backbone)
 
 
 def test_missing_extra_is_one_line():
-    code = ("import sys; sys.modules['fastapi'] = None; from genretrieval.cli import main; "
-            "sys.argv = ['genret', 'serve', '--index-dir', 'nowhere']; main()")
+    code = (
+        "import sys; sys.modules['fastapi'] = None; from genretrieval.cli import main; "
+        "sys.argv = ['genret', 'serve', '--index-dir', 'nowhere']; main()"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT)
     assert proc.returncode == 1
-    assert proc.stderr.strip() == ("error: the server needs the serve extra: pip install 'genretrieval[serve]' "
-                                   "(FastAPI and uvicorn)")
+    assert proc.stderr.strip() == (
+        "error: the server needs the serve extra: pip install 'genretrieval[serve]' (FastAPI and uvicorn)"
+    )

@@ -282,8 +282,16 @@ def test_faiss_hnsw_refuses_delete_and_replace(tmp_path, corpus):
 
 def test_faiss_ivf_trains_and_keeps_recall(tmp_path, corpus):
     ids, vectors, payloads, queries = corpus
-    s = open_store("faiss", tmp_path / "ivf", DIM, faiss_index="IVF32,Flat", create=True, nprobe=8,
-                   train_size=1000, exact_filter_max=50)
+    s = open_store(
+        "faiss",
+        tmp_path / "ivf",
+        DIM,
+        faiss_index="IVF32,Flat",
+        create=True,
+        nprobe=8,
+        train_size=1000,
+        exact_filter_max=50,
+    )
     # Below train_size the points wait in an exact staging index.
     s.upsert(ids[:500], vectors[:500], payloads[:500])
     order, scores = exact_topk(vectors[:500], queries, K)
@@ -400,8 +408,10 @@ def test_edge_shard_open_elsewhere_is_one_line(tmp_path, corpus):
     s = open_store("qdrant", tmp_path / "edge", DIM, create=True)
     s.upsert(ids[:10], vectors[:10], payloads[:10])
     s.flush()
-    code = f"from genretrieval.stores import open_store; open_store('qdrant', {str(tmp_path / 'edge')!r}, {DIM}, " \
-           "create=False)"
+    code = (
+        f"from genretrieval.stores import open_store; open_store('qdrant', {str(tmp_path / 'edge')!r}, {DIM}, "
+        "create=False)"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 1 and "open in another process" in proc.stderr and "WouldBlock" not in proc.stderr
     s.close()

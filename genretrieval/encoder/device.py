@@ -9,8 +9,14 @@ import torch
 
 from ..errors import GenRetError
 
-_DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
-           "fp32": torch.float32, "float32": torch.float32}
+_DTYPES = {
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+    "fp32": torch.float32,
+    "float32": torch.float32,
+}
 
 
 def resolve_device(device: str | None) -> str:
@@ -78,4 +84,3 @@ def default_precision() -> dict[str, str]:
     else:
         why = "CPU without native bf16 (no avx512_bf16 or amx_bf16 flag), where bf16 is emulated and slower"
     return {"device": device, "dtype": dtype, "why": why}
-

@@ -46,8 +46,16 @@ def _read(directory: Path) -> dict[str, np.ndarray]:
 
 
 @torch.inference_mode()
-def cached_features(encoder, texts: Sequence[str], instruction: str, directory: str | Path,
-                    batch_size: int = 16, part_size: int = 256, progress: bool = True, log=print) -> np.ndarray:
+def cached_features(
+    encoder,
+    texts: Sequence[str],
+    instruction: str,
+    directory: str | Path,
+    batch_size: int = 16,
+    part_size: int = 256,
+    progress: bool = True,
+    log=print,
+) -> np.ndarray:
     """Mean hidden state at the K tokens of ``instruction + text`` for each text: (N, H) float32.
 
     Cached by the text's sha256 under ``directory/<features_key>/`` in Parquet parts of ``part_size`` rows,
@@ -68,7 +76,7 @@ def cached_features(encoder, texts: Sequence[str], instruction: str, directory: 
                 part = sorted(range(p, min(p + part_size, len(todo))), key=lambda j: len(rows[j]))
                 out_ids, out_vecs = [], []
                 for b in range(0, len(part), batch_size):
-                    batch = part[b:b + batch_size]
+                    batch = part[b : b + batch_size]
                     ids_t, mask = encoder.pad([rows[j] for j in batch])
                     h = encoder.model.compress(ids_t, mask).mean(dim=1).cpu().numpy()
                     out_ids += [ids[todo[j]] for j in batch]
@@ -76,8 +84,12 @@ def cached_features(encoder, texts: Sequence[str], instruction: str, directory: 
                     n_tokens += int(mask.sum())
                     advance(len(batch))
                 n = len(list(where.glob("part-*.parquet")))
-                table = pa.table({"id": pa.array(out_ids, pa.string()),
-                                  "h": pa.array([v.tolist() for v in out_vecs], pa.list_(pa.float32()))})
+                table = pa.table(
+                    {
+                        "id": pa.array(out_ids, pa.string()),
+                        "h": pa.array([v.tolist() for v in out_vecs], pa.list_(pa.float32())),
+                    }
+                )
                 write_parquet_atomic(where / f"part-{n:06d}.parquet", table)
                 cache.update(zip(out_ids, out_vecs))
                 log(f"features: {p + len(part)}/{len(todo)} new, {n_tokens / (time.time() - t0):.0f} tokens/s")

@@ -31,8 +31,15 @@ class GenEncoder:
     order; the result does not depend on ``batch_size`` (to the tolerance stated in ``encode``).
     """
 
-    def __init__(self, model: GenModel, tokenizer, config: AdapterConfig, adapter_id: str,
-                 device: str = "cpu", max_length: int = 512):
+    def __init__(
+        self,
+        model: GenModel,
+        tokenizer,
+        config: AdapterConfig,
+        adapter_id: str,
+        device: str = "cpu",
+        max_length: int = 512,
+    ):
         self.model = model
         self.tokenizer = tokenizer
         self.config = config
@@ -49,10 +56,18 @@ class GenEncoder:
         return self.model.lm.get_input_embeddings().weight.dtype
 
     def identity(self) -> dict[str, Any]:
-        return {"kind": "gen", "backbone": self.config.backbone, "backbone_weights": self.config.backbone_weights,
-                "adapter": self.adapter_id, "trained": self.config.trained, "dim": self.dim,
-                "num_compression": self.config.num_compression, "num_thought": self.config.num_thought,
-                "max_length": self.max_length, "dtype": str(self.dtype).removeprefix("torch.")}
+        return {
+            "kind": "gen",
+            "backbone": self.config.backbone,
+            "backbone_weights": self.config.backbone_weights,
+            "adapter": self.adapter_id,
+            "trained": self.config.trained,
+            "dim": self.dim,
+            "num_compression": self.config.num_compression,
+            "num_thought": self.config.num_thought,
+            "max_length": self.max_length,
+            "dtype": str(self.dtype).removeprefix("torch."),
+        }
 
     def task(self, name: str) -> Task:
         """The task preset, with any instruction overrides stored in the adapter."""
@@ -60,12 +75,24 @@ class GenEncoder:
         override = self.config.instructions.get(name, {})
         return Task(name, override.get("query", base.query), override.get("document", base.document))
 
-    def encode_queries(self, texts: Sequence[str], task: str = "retrieval", batch_size: int = 16,
-                       normalize: bool = True, progress: bool = False) -> np.ndarray:
+    def encode_queries(
+        self,
+        texts: Sequence[str],
+        task: str = "retrieval",
+        batch_size: int = 16,
+        normalize: bool = True,
+        progress: bool = False,
+    ) -> np.ndarray:
         return self.encode(texts, self.task(task).query, batch_size, normalize, progress)
 
-    def encode_documents(self, texts: Sequence[str], task: str = "retrieval", batch_size: int = 16,
-                         normalize: bool = True, progress: bool = False) -> np.ndarray:
+    def encode_documents(
+        self,
+        texts: Sequence[str],
+        task: str = "retrieval",
+        batch_size: int = 16,
+        normalize: bool = True,
+        progress: bool = False,
+    ) -> np.ndarray:
         return self.encode(texts, self.task(task).document, batch_size, normalize, progress)
 
     def text_budget(self, instruction: str = "") -> int:
@@ -95,8 +122,9 @@ class GenEncoder:
         rows = self.tokenizer(full, add_special_tokens=True, verbose=False)["input_ids"]
         long = [i for i, r in enumerate(rows) if len(r) > budget]
         if long:
-            cut = self.tokenizer([full[i] for i in long], truncation=True, max_length=budget,
-                                 add_special_tokens=True)["input_ids"]
+            cut = self.tokenizer([full[i] for i in long], truncation=True, max_length=budget, add_special_tokens=True)[
+                "input_ids"
+            ]
             dropped = [len(rows[i]) - len(c) for i, c in zip(long, cut)]
             for i, c in zip(long, cut):
                 rows[i] = c
@@ -107,8 +135,11 @@ class GenEncoder:
         worst = int(np.argmax(dropped))
         label = "the text" if of == 1 else f"text {which[worst]}"
         others = f" ({len(which)} texts were cut in this call)" if len(which) > 1 else ""
-        log_truncation(self, f"{label} was cut to the {budget} tokens the encoder reads (instruction "
-                             f"included): {dropped[worst]:,} tokens at its end were dropped{others}")
+        log_truncation(
+            self,
+            f"{label} was cut to the {budget} tokens the encoder reads (instruction "
+            f"included): {dropped[worst]:,} tokens at its end were dropped{others}",
+        )
 
     def pad(self, rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Left-pad token id lists to (B, L) ``input_ids`` and ``attention_mask`` on the encoder's device."""
@@ -116,8 +147,14 @@ class GenEncoder:
         return ids.to(self.device), mask.to(self.device)
 
     @torch.inference_mode()
-    def encode(self, texts: Sequence[str], instruction: str = "", batch_size: int = 16, normalize: bool = True,
-               progress: bool = False) -> np.ndarray:
+    def encode(
+        self,
+        texts: Sequence[str],
+        instruction: str = "",
+        batch_size: int = 16,
+        normalize: bool = True,
+        progress: bool = False,
+    ) -> np.ndarray:
         """Embed ``texts`` with an explicit instruction. Returns float32 (N, dim).
 
         Batch-size invariance (a text alone against the same text in a batch of other lengths, 1 - cosine):
@@ -132,8 +169,9 @@ class GenEncoder:
         if self.feature_cache is not None:
             from .features import cached_features
 
-            h = cached_features(self, texts, instruction, self.feature_cache, batch_size, progress=progress,
-                                log=log.debug)
+            h = cached_features(
+                self, texts, instruction, self.feature_cache, batch_size, progress=progress, log=log.debug
+            )
             emb = self.model.align(self.model.recon(torch.from_numpy(h).to(self.model.align.weight.device)))
             if normalize:
                 emb = torch.nn.functional.normalize(emb, dim=-1)
@@ -147,7 +185,7 @@ class GenEncoder:
             bar = active()  # ours when shown, else the caller's (e.g. an index's), else None
             with self._layer_progress(bar) as start_batch:
                 for start in range(0, len(order), batch_size):
-                    idx = order[start:start + batch_size]
+                    idx = order[start : start + batch_size]
                     start_batch(0 if bar is own else start, len(idx))  # a caller's bar counts this call's items
                     ids, mask = self.pad([rows[i] for i in idx])
                     emb = self.model(ids, mask)["embedding"]

@@ -19,8 +19,9 @@ class HydeEncoder:
     Documents: embedded by the teacher directly. Outputs float32 (N, teacher dim).
     """
 
-    def __init__(self, lm, tokenizer, teacher: TeacherEncoder, backbone: str, max_new_tokens: int = 128,
-                 min_new_tokens: int = 0):
+    def __init__(
+        self, lm, tokenizer, teacher: TeacherEncoder, backbone: str, max_new_tokens: int = 128, min_new_tokens: int = 0
+    ):
         self.lm, self.tokenizer, self.teacher = lm, tokenizer, teacher
         self.backbone = backbone
         self.max_new_tokens, self.min_new_tokens = max_new_tokens, min_new_tokens
@@ -32,8 +33,13 @@ class HydeEncoder:
         return self.teacher.max_text_tokens
 
     def identity(self) -> dict[str, Any]:
-        return {"kind": "hyde", "backbone": self.backbone, "teacher": self.teacher.name, "dim": self.dim,
-                "max_new_tokens": self.max_new_tokens}
+        return {
+            "kind": "hyde",
+            "backbone": self.backbone,
+            "teacher": self.teacher.name,
+            "dim": self.dim,
+            "max_new_tokens": self.max_new_tokens,
+        }
 
     @torch.inference_mode()
     def generate(self, texts: Sequence[str], batch_size: int = 16, progress: bool = False) -> list[str]:
@@ -41,16 +47,29 @@ class HydeEncoder:
         prompts = chat_prompt_ids(self.tokenizer, check_texts(texts))
         answers: list[str] = []
         with progress_bar("HyDE generation", len(prompts), progress) as advance:
-            for idx, new in generate(self.lm, self.tokenizer, prompts, batch_size, self.max_new_tokens,
-                                     min_new_tokens=self.min_new_tokens):
+            for idx, new in generate(
+                self.lm, self.tokenizer, prompts, batch_size, self.max_new_tokens, min_new_tokens=self.min_new_tokens
+            ):
                 answers += self.tokenizer.batch_decode(new, skip_special_tokens=True)
                 advance(len(idx))
         return [a.strip() or t for a, t in zip(answers, texts)]
 
-    def encode_queries(self, texts: Sequence[str], task: str = "retrieval", batch_size: int = 16,
-                       normalize: bool = True, progress: bool = False) -> np.ndarray:
+    def encode_queries(
+        self,
+        texts: Sequence[str],
+        task: str = "retrieval",
+        batch_size: int = 16,
+        normalize: bool = True,
+        progress: bool = False,
+    ) -> np.ndarray:
         return self.teacher.encode(self.generate(texts, batch_size, progress), normalize=normalize)
 
-    def encode_documents(self, texts: Sequence[str], task: str = "retrieval", batch_size: int = 64,
-                         normalize: bool = True, progress: bool = False) -> np.ndarray:
+    def encode_documents(
+        self,
+        texts: Sequence[str],
+        task: str = "retrieval",
+        batch_size: int = 64,
+        normalize: bool = True,
+        progress: bool = False,
+    ) -> np.ndarray:
         return self.teacher.encode(texts, batch_size, normalize, progress)

@@ -20,8 +20,8 @@ def left_pad(rows, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, r in enumerate(rows):
         if len(r):
-            ids[i, width - len(r):] = torch.as_tensor(r, dtype=torch.long)
-            mask[i, width - len(r):] = 1
+            ids[i, width - len(r) :] = torch.as_tensor(r, dtype=torch.long)
+            mask[i, width - len(r) :] = 1
     return ids, mask
 
 
@@ -34,8 +34,15 @@ class GenModel(nn.Module):
     ``init=False`` skips the seeded initialisation, for an adapter about to be loaded.
     """
 
-    def __init__(self, causal_lm: nn.Module, num_compression: int = 10, num_thought: int = 0,
-                 dim: int = 384, seed: int = 0, init: bool = True):
+    def __init__(
+        self,
+        causal_lm: nn.Module,
+        num_compression: int = 10,
+        num_thought: int = 0,
+        dim: int = 384,
+        seed: int = 0,
+        init: bool = True,
+    ):
         super().__init__()
         if num_compression <= 0:
             raise ValueError("num_compression must be >= 1")
@@ -66,7 +73,7 @@ class GenModel(nn.Module):
         noise = torch.randn(self.special.shape, generator=g)
         self.special.copy_(mean.cpu() + 0.1 * std.cpu() * noise)
         for lin in (self.recon, self.align):
-            bound = lin.in_features ** -0.5
+            bound = lin.in_features**-0.5
             lin.weight.copy_(torch.empty(lin.weight.shape).uniform_(-bound, bound, generator=g))
             lin.bias.zero_()
 
@@ -100,9 +107,10 @@ class GenModel(nn.Module):
         special = self.special.to(dtype).unsqueeze(0).expand(b, -1, -1)
         inputs = torch.cat([embed(input_ids), special], dim=1)
         mask = torch.cat([attention_mask, attention_mask.new_ones(b, self.num_special)], dim=1)
-        out = self.backbone()(inputs_embeds=inputs, attention_mask=mask,
-                              position_ids=position_ids_from_mask(mask), use_cache=False)
-        return out.last_hidden_state[:, -self.num_compression:].float()
+        out = self.backbone()(
+            inputs_embeds=inputs, attention_mask=mask, position_ids=position_ids_from_mask(mask), use_cache=False
+        )
+        return out.last_hidden_state[:, -self.num_compression :].float()
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
         """Returns ``h`` (B, K, H), ``soft_prompt`` = recon(h) (B, K, H) and ``embedding`` (B, D), all fp32."""

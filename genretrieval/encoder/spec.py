@@ -46,6 +46,7 @@ class EncoderSpec:
 
     def resolved(self) -> EncoderSpec:
         """The same spec with a backbone or adapter that is a local path made absolute (names stay)."""
+
         def absolute(value: str | None) -> str | None:
             if value is None:
                 return None

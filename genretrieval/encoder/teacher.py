@@ -42,8 +42,7 @@ class TeacherEncoder:
         except OSError as e:  # not a local folder, and the hub is unreachable or has no such model
             raise GenRetError(f"cannot load teacher model {self.name!r}: {str(e).splitlines()[0]}") from None
         # sentence-transformers cannot slice a model; rebuild it from its modules without Normalize.
-        self._pool = SentenceTransformer(modules=[m for m in full if type(m).__name__ != "Normalize"],
-                                         device=device)
+        self._pool = SentenceTransformer(modules=[m for m in full if type(m).__name__ != "Normalize"], device=device)
         dim = self._pool.get_embedding_dimension()
         if dim is None:
             raise GenRetError(f"teacher model {self.name!r} does not say its embedding dimension")
@@ -75,14 +74,18 @@ class TeacherEncoder:
         worst = max(over, key=lambda i: lengths[i])
         label = "the text" if len(texts) == 1 else f"text {worst}"
         others = f" ({len(over)} texts were cut in this call)" if len(over) > 1 else ""
-        log_truncation(self, f"{label} was cut to the {limit} tokens {self.name} reads: "
-                             f"{lengths[worst] - limit:,} tokens at its end were dropped{others}")
+        log_truncation(
+            self,
+            f"{label} was cut to the {limit} tokens {self.name} reads: "
+            f"{lengths[worst] - limit:,} tokens at its end were dropped{others}",
+        )
 
     def identity(self) -> dict[str, Any]:
         return {"kind": "teacher", "model": self.name, "dim": self.dim}
 
-    def encode(self, texts: Sequence[str], batch_size: int = 64, normalize: bool = True,
-               progress: bool = False) -> np.ndarray:
+    def encode(
+        self, texts: Sequence[str], batch_size: int = 64, normalize: bool = True, progress: bool = False
+    ) -> np.ndarray:
         texts = check_texts(texts)
         self._report_truncation(texts)
         # One batch per call, so that progress goes through genretrieval.progress (a bar of ours, or the caller's)
@@ -93,16 +96,33 @@ class TeacherEncoder:
         with progress_bar("encoding", len(texts), progress) as own:
             count = item_counter(own)
             for start in range(0, len(texts), batch_size):
-                idx = order[start:start + batch_size]
-                out[idx] = self._pool.encode([texts[i] for i in idx], batch_size=batch_size, convert_to_numpy=True,
-                                             show_progress_bar=False, normalize_embeddings=normalize)
+                idx = order[start : start + batch_size]
+                out[idx] = self._pool.encode(
+                    [texts[i] for i in idx],
+                    batch_size=batch_size,
+                    convert_to_numpy=True,
+                    show_progress_bar=False,
+                    normalize_embeddings=normalize,
+                )
                 count(len(idx))
         return out
 
-    def encode_queries(self, texts: Sequence[str], task: str = "retrieval", batch_size: int = 64,
-                       normalize: bool = True, progress: bool = False) -> np.ndarray:
+    def encode_queries(
+        self,
+        texts: Sequence[str],
+        task: str = "retrieval",
+        batch_size: int = 64,
+        normalize: bool = True,
+        progress: bool = False,
+    ) -> np.ndarray:
         return self.encode(texts, batch_size, normalize, progress)
 
-    def encode_documents(self, texts: Sequence[str], task: str = "retrieval", batch_size: int = 64,
-                         normalize: bool = True, progress: bool = False) -> np.ndarray:
+    def encode_documents(
+        self,
+        texts: Sequence[str],
+        task: str = "retrieval",
+        batch_size: int = 64,
+        normalize: bool = True,
+        progress: bool = False,
+    ) -> np.ndarray:
         return self.encode(texts, batch_size, normalize, progress)

@@ -17,9 +17,7 @@ class BM25Retriever:
     computed exactly and ranked with ``best_k``, so ties are broken by document index.
     """
 
-    def __init__(
-        self, k1: float = 0.9, b: float = 0.4, stopwords: str = "en", stemmer_language: str = "english"
-    ):
+    def __init__(self, k1: float = 0.9, b: float = 0.4, stopwords: str = "en", stemmer_language: str = "english"):
         import bm25s
         import Stemmer
 

@@ -24,8 +24,10 @@ def data_root(path: str | Path | None = None) -> Path:
     """``path``, else ``$GENRET_DATA``; a one-line GenRetError when neither names a folder."""
     path = path if path is not None else os.environ.get(DATA_ENV)
     if not path:
-        raise GenRetError(f"no data folder: pass --data-dir or set {DATA_ENV} to the folder holding advbench-ir/, "
-                          "nq-wiki/, bright/ (in a development checkout: ../shared/data)")
+        raise GenRetError(
+            f"no data folder: pass --data-dir or set {DATA_ENV} to the folder holding advbench-ir/, "
+            "nq-wiki/, bright/ (in a development checkout: ../shared/data)"
+        )
     return Path(path)
 
 
@@ -37,6 +39,7 @@ def _topics_path(topics_dir: str | Path | None) -> Path | None:
     if topics_dir is not None and Path(topics_dir) == BRIGHT_TOPICS:
         return Path(os.environ[DATA_ENV]) / "bright" if os.environ.get(DATA_ENV) else None
     return Path(topics_dir) if topics_dir is not None else None
+
 
 BRIGHT_LONG_SUBSETS: tuple[str, ...] = (
     "biology",
@@ -122,9 +125,7 @@ def load_advbench_ir(data_dir: str | Path | None = None) -> AdvBenchIR:
     adv = _require(root / "advbench-ir", "AdvBench-IR folder")
     queries = list(_read_jsonl(_require(adv / "advbench-ir.jsonl", "AdvBench-IR queries")))
     chunks = list(_read_jsonl(_require(adv / "advbench-ir_chunked.jsonl", "AdvBench-IR chunks")))
-    with open(
-        _require(adv / "advbench-ir_to_chunked_map.json", "AdvBench-IR chunk map"), encoding="utf-8"
-    ) as f:
+    with open(_require(adv / "advbench-ir_to_chunked_map.json", "AdvBench-IR chunk map"), encoding="utf-8") as f:
         chunk_map = json.load(f)
     wiki = list(_read_jsonl(_require(root / "wiki-passages" / "wiki_passages.jsonl", "Wikipedia passages")))
 
@@ -160,9 +161,7 @@ def load_beir(dataset_dir: str | Path, split: str = "test") -> RetrievalSet:
     ``qrels/<split>.tsv`` (query-id, corpus-id, score; one header line). Only judged queries are kept."""
     root = Path(dataset_dir)
     corpus = list(_read_jsonl(_require(root / "corpus.jsonl", "BEIR corpus")))
-    queries = {
-        str(q["_id"]): q["text"] for q in _read_jsonl(_require(root / "queries.jsonl", "BEIR queries"))
-    }
+    queries = {str(q["_id"]): q["text"] for q in _read_jsonl(_require(root / "queries.jsonl", "BEIR queries"))}
     qrels: dict[str, dict[str, int]] = {}
     with open(_require(root / "qrels" / f"{split}.tsv", "BEIR qrels"), encoding="utf-8", newline="") as f:
         rows = csv.reader(f, delimiter="\t")
@@ -225,14 +224,10 @@ def _from_hub(config: str, subset: str) -> list[dict[str, Any]]:
     try:
         return list(datasets.load_dataset(BRIGHT_HUB_ID, config, split=subset))
     except Exception as e:  # noqa: BLE001 (network, missing split, hub errors: all mean "not available")
-        raise GenRetError(
-            f"could not load BRIGHT {config}/{subset} from the hub: {e}".splitlines()[0]
-        ) from None
+        raise GenRetError(f"could not load BRIGHT {config}/{subset} from the hub: {e}".splitlines()[0]) from None
 
 
-def _bright_examples(
-    subset: str, topics_dir: Path | None, documents_dir: Path | None
-) -> list[dict[str, Any]]:
+def _bright_examples(subset: str, topics_dir: Path | None, documents_dir: Path | None) -> list[dict[str, Any]]:
     if topics_dir is not None:
         topics = topics_dir / "topics" / f"topics.bright-{subset.replace('_', '-')}-original.jsonl.gz"
         if topics.exists():
@@ -272,9 +267,7 @@ def load_bright_queries(
     """
     subset = bright_subset(subset)
     if long and subset not in BRIGHT_LONG_SUBSETS:
-        raise GenRetError(
-            f"BRIGHT {subset!r} has no long documents; long subsets: {', '.join(BRIGHT_LONG_SUBSETS)}"
-        )
+        raise GenRetError(f"BRIGHT {subset!r} has no long documents; long subsets: {', '.join(BRIGHT_LONG_SUBSETS)}")
     topics_path = _topics_path(topics_dir)
     examples = _bright_examples(subset, topics_path, _documents_path(documents_dir))
     qrels = None if long else _bright_qrels(subset, topics_path)

@@ -38,9 +38,7 @@ def _benign_path(root: Path, name: str) -> Path:
     return root / "nq-wiki" / "queries.jsonl" if name == "nq-wiki" else root / "train-queries" / "queries_train.jsonl"
 
 
-def load_benign_queries(
-    data_dir: str | Path | None = None, n: int | None = REFUSAL_BENIGN
-) -> dict[str, list[str]]:
+def load_benign_queries(data_dir: str | Path | None = None, n: int | None = REFUSAL_BENIGN) -> dict[str, list[str]]:
     """Benign queries for the refusal check: ``{"nq-wiki": [...], "alpaca": [...]}``, n of each (all when None).
 
     nq-wiki: the questions of ``data_dir/nq-wiki/queries.jsonl``. Alpaca: the rows with source ``alpaca`` of
@@ -103,9 +101,7 @@ def query_encoder(system: Encoder | Retriever) -> Encoder | None:
     return system if isinstance(system, Encoder) else None
 
 
-def refusal_scores(
-    harmful: np.ndarray, benign: Mapping[str, np.ndarray], refusal: np.ndarray
-) -> dict[str, Any]:
+def refusal_scores(harmful: np.ndarray, benign: Mapping[str, np.ndarray], refusal: np.ndarray) -> dict[str, Any]:
     """Score query vectors by cosine to ``refusal`` and summarise the separation.
 
     ``harmful``: (H, dim) harmful query vectors; ``benign``: set name -> (B, dim) vectors; ``refusal``: (dim,).
@@ -143,7 +139,8 @@ def refusal_check(
 
     if harmful.ndim != 2 or harmful.shape[1] != refusal.shape[0]:
         return RefusalCheck(
-            skipped=f"query embeddings have {harmful.shape[-1]} dimensions, the teacher {refusal.shape[0]}")
+            skipped=f"query embeddings have {harmful.shape[-1]} dimensions, the teacher {refusal.shape[0]}"
+        )
     start = time.perf_counter()
     benign = {
         name: np.asarray(

@@ -70,8 +70,9 @@ class EvalResult:
         version = data.pop("format_version", 1)
         who = f"evaluation result {data.get('benchmark')!r} / {data.get('system')!r}"
         if version != FORMAT_VERSION:
-            raise GenRetError(f"{who} has format {version!r}; this genretrieval reads format {FORMAT_VERSION} "
-                              "(upgrade genretrieval)")
+            raise GenRetError(
+                f"{who} has format {version!r}; this genretrieval reads format {FORMAT_VERSION} (upgrade genretrieval)"
+            )
         try:
             if data.get("refusal") is not None:
                 data["refusal"] = RefusalCheck(**data["refusal"])

@@ -61,9 +61,7 @@ def best_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """
     n = scores.shape[1]
     k = min(k, n)
-    part = (
-        np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < n else np.tile(np.arange(n), (len(scores), 1))
-    )
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < n else np.tile(np.arange(n), (len(scores), 1))
     part_scores = np.take_along_axis(scores, part, axis=1)
     order = np.lexsort((part, -part_scores), axis=-1)
     return np.take_along_axis(part, order, axis=1), np.take_along_axis(part_scores, order, axis=1)
@@ -78,9 +76,7 @@ def top_k(
     computed in blocks of queries holding at most ``max_block_bytes`` of similarities.
     """
     block = max(1, max_block_bytes // (4 * max(documents.shape[0], 1)))
-    results = [
-        best_k(queries[start : start + block] @ documents.T, k) for start in range(0, len(queries), block)
-    ]
+    results = [best_k(queries[start : start + block] @ documents.T, k) for start in range(0, len(queries), block)]
     return np.concatenate([r[0] for r in results]), np.concatenate([r[1] for r in results]).astype(np.float32)
 
 
@@ -120,9 +116,7 @@ class DenseRetriever:
         order = sorted(range(len(documents)), key=documents.__getitem__)
         path = None
         if self.cache_dir is not None:
-            path = (
-                self.cache_dir / f"{corpus_key(self.encoder.identity(), task, documents, self.normalize)}.npy"
-            )
+            path = self.cache_dir / f"{corpus_key(self.encoder.identity(), task, documents, self.normalize)}.npy"
         sorted_vectors = _load(path, (len(documents), self.encoder.dim))
         if sorted_vectors is None:
             sorted_vectors = np.asarray(

@@ -150,9 +150,7 @@ def run_advbench_ir(
         benign = load_benign_queries(data_dir, min(refusal_benign, len(keep)))
         teacher = refusal_teacher if refusal_teacher is not None else default_teacher(encoder)
         refusal = refusal_vector(teacher)
-    rankings, seconds = _rank(
-        retriever, data.documents, [data.queries[i] for i in keep], max(ks), "advbench-ir"
-    )
+    rankings, seconds = _rank(retriever, data.documents, [data.queries[i] for i in keep], max(ks), "advbench-ir")
     scores = advbench_metrics(
         [[i for i, _ in r] for r in rankings],
         data.harmful,
@@ -291,8 +289,7 @@ def run_bright(
             normalize=normalize,
         )
     metrics = {
-        m: float(np.mean([r.metrics[m] for r in per_subset.values()]))
-        for m in next(iter(per_subset.values())).metrics
+        m: float(np.mean([r.metrics[m] for r in per_subset.values()])) for m in next(iter(per_subset.values())).metrics
     }
     settings = {
         "documents_dir": None if documents_dir is None else str(documents_dir),

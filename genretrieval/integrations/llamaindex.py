@@ -46,8 +46,7 @@ from ..instructions import get_task
 __all__ = ["GenRetrievalEmbedding", "GenRetrievalRetriever", "metadata_filters_to_where"]
 
 #: Options of ``load_encoder`` that GenRetrievalEmbedding passes through when ``encoder`` is a kind string.
-LOAD_OPTIONS = ("backbone", "adapter", "device", "dtype", "num_threads", "max_length", "shipped",
-                "trust_remote_code")
+LOAD_OPTIONS = ("backbone", "adapter", "device", "dtype", "num_threads", "max_length", "shipped", "trust_remote_code")
 
 
 def model_name_for(encoder: Encoder) -> str:
@@ -75,21 +74,40 @@ class GenRetrievalEmbedding(BaseEmbedding):
     """
 
     task: str = Field(default="retrieval", description="genretrieval instruction preset (genretrieval.TASKS).")
-    batch_size: Optional[int] = Field(default=None, gt=0,
-                                      description="Texts per forward pass inside one encoder call "
-                                                  "(None: the encoder's default).")
+    batch_size: Optional[int] = Field(
+        default=None, gt=0, description="Texts per forward pass inside one encoder call (None: the encoder's default)."
+    )
     _encoder: Any = PrivateAttr()
     _lock: Any = PrivateAttr()
 
-    def __init__(self, encoder: Encoder | str = "gen", *, task: str = "retrieval", batch_size: int | None = None,
-                 embed_batch_size: int = 64, backbone: str | None = None, adapter: str | Path | None = None,
-                 device: str | None = None, dtype: str | None = None, num_threads: int | None = None,
-                 max_length: int | None = None, shipped: bool | None = None,
-                 trust_remote_code: bool | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        encoder: Encoder | str = "gen",
+        *,
+        task: str = "retrieval",
+        batch_size: int | None = None,
+        embed_batch_size: int = 64,
+        backbone: str | None = None,
+        adapter: str | Path | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+        num_threads: int | None = None,
+        max_length: int | None = None,
+        shipped: bool | None = None,
+        trust_remote_code: bool | None = None,
+        **kwargs: Any,
+    ) -> None:
         get_task(task)  # an unknown preset is refused before any model loads
-        options: dict[str, Any] = {"backbone": backbone, "adapter": adapter, "device": device, "dtype": dtype,
-                                   "num_threads": num_threads, "max_length": max_length, "shipped": shipped,
-                                   "trust_remote_code": trust_remote_code}
+        options: dict[str, Any] = {
+            "backbone": backbone,
+            "adapter": adapter,
+            "device": device,
+            "dtype": dtype,
+            "num_threads": num_threads,
+            "max_length": max_length,
+            "shipped": shipped,
+            "trust_remote_code": trust_remote_code,
+        }
         options = {k: v for k, v in options.items() if v is not None}
         if isinstance(encoder, str):
             from ..encoder import load_encoder
@@ -97,16 +115,22 @@ class GenRetrievalEmbedding(BaseEmbedding):
             # A kind string from the caller: load_encoder refuses an unknown one.
             encoder = load_encoder(cast(Literal["gen", "teacher", "hyde"], encoder), **options)
         elif options:
-            raise GenRetError(f"{', '.join(options)}: load options apply only when encoder is a kind string "
-                              "('gen' or 'teacher'), not to an encoder already loaded")
+            raise GenRetError(
+                f"{', '.join(options)}: load options apply only when encoder is a kind string "
+                "('gen' or 'teacher'), not to an encoder already loaded"
+            )
         elif not isinstance(encoder, Encoder):
-            raise GenRetError(f"encoder must be a genretrieval encoder or a kind string, not "
-                              f"{type(encoder).__name__}")
+            raise GenRetError(f"encoder must be a genretrieval encoder or a kind string, not {type(encoder).__name__}")
         if "model_name" in kwargs:
             raise GenRetError("model_name is the encoder's identity and cannot be set")
         # task and batch_size are this model's own pydantic fields, which BaseEmbedding's __init__ does not name
-        super().__init__(model_name=model_name_for(encoder), task=task, batch_size=batch_size,  # type: ignore[call-arg]
-                         embed_batch_size=embed_batch_size, **kwargs)
+        super().__init__(
+            model_name=model_name_for(encoder),
+            task=task,
+            batch_size=batch_size,  # type: ignore[call-arg]
+            embed_batch_size=embed_batch_size,
+            **kwargs,
+        )
         self._encoder = encoder
         self._lock = threading.Lock()
 
@@ -138,8 +162,9 @@ class GenRetrievalEmbedding(BaseEmbedding):
     # ----------------------------------------------------------------------------------------- encoding
     def _encode(self, texts: list[str], *, query: bool) -> list[list[float]]:
         method = self._encoder.encode_queries if query else self._encoder.encode_documents
-        kwargs: dict[str, Any] = ({"task": self.task} if self.batch_size is None
-                                  else {"task": self.task, "batch_size": self.batch_size})
+        kwargs: dict[str, Any] = (
+            {"task": self.task} if self.batch_size is None else {"task": self.task, "batch_size": self.batch_size}
+        )
         with self._lock:
             vectors = method(list(texts), **kwargs)
         return vectors.tolist()
@@ -170,8 +195,10 @@ _SUPPORTED = "== (FilterOperator.EQ) and in (FilterOperator.IN)"
 def _leaf_to_where(f: MetadataFilter) -> dict[str, list]:
     op = FilterOperator(f.operator)
     if op not in (FilterOperator.EQ, FilterOperator.IN):
-        raise GenRetError(f"filter operator {op.name} ({op.value!r}) on '{f.key}' is not supported by genret "
-                          f"indexes; use {_SUPPORTED} (a list-valued field matches when any element does)")
+        raise GenRetError(
+            f"filter operator {op.name} ({op.value!r}) on '{f.key}' is not supported by genret "
+            f"indexes; use {_SUPPORTED} (a list-valued field matches when any element does)"
+        )
     value = f.value
     if value is None:
         raise GenRetError(f"filter on '{f.key}' has no value")
@@ -188,8 +215,10 @@ def _leaf_to_where(f: MetadataFilter) -> dict[str, list]:
 def _group_to_where(group: MetadataFilters) -> dict[str, list]:
     condition = FilterCondition(group.condition or FilterCondition.AND)
     if condition not in (FilterCondition.AND, FilterCondition.OR):
-        raise GenRetError(f"filter condition {condition.name} is not supported by genret indexes (only AND, and "
-                          "OR of conditions on one field)")
+        raise GenRetError(
+            f"filter condition {condition.name} is not supported by genret indexes (only AND, and "
+            "OR of conditions on one field)"
+        )
     parts = [_leaf_to_where(f) if isinstance(f, MetadataFilter) else _group_to_where(f) for f in group.filters]
     parts = [p for p in parts if p]
     if condition is FilterCondition.AND or len(parts) <= 1:
@@ -197,14 +226,18 @@ def _group_to_where(group: MetadataFilters) -> dict[str, list]:
         for part in parts:
             for key, values in part.items():
                 if key in out:
-                    raise GenRetError(f"two conditions on '{key}' joined by AND are not supported by genret "
-                                      "indexes (one condition per field; use FilterOperator.IN for any-of)")
+                    raise GenRetError(
+                        f"two conditions on '{key}' joined by AND are not supported by genret "
+                        "indexes (one condition per field; use FilterOperator.IN for any-of)"
+                    )
                 out[key] = values
         return out
     keys = {key for part in parts for key in part}
     if len(keys) != 1 or any(len(part) != 1 for part in parts):
-        raise GenRetError(f"filter condition OR across fields ({', '.join(sorted(keys))}) is not supported by "
-                          "genret indexes (only AND, and OR of conditions on one field)")
+        raise GenRetError(
+            f"filter condition OR across fields ({', '.join(sorted(keys))}) is not supported by "
+            "genret indexes (only AND, and OR of conditions on one field)"
+        )
     (key,) = keys
     return {key: list(dict.fromkeys(v for part in parts for v in part[key]))}
 
@@ -230,9 +263,14 @@ def hit_to_node(hit: Hit) -> NodeWithScore:
     source node, and metadata ``source``, ``title``, ``chunk_no`` plus the document's own fields."""
     metadata = {**hit.metadata, "source": hit.source, "title": hit.title, "chunk_no": hit.chunk_no}
     doc_id = hit.id.rpartition("::")[0] or hit.id  # chunk ids are "<doc_id>::<name>"
-    node = TextNode(id_=hit.id, text=hit.text, metadata=metadata,
-                    relationships={NodeRelationship.SOURCE: RelatedNodeInfo(node_id=doc_id)},
-                    excluded_llm_metadata_keys=["chunk_no"], excluded_embed_metadata_keys=list(metadata))
+    node = TextNode(
+        id_=hit.id,
+        text=hit.text,
+        metadata=metadata,
+        relationships={NodeRelationship.SOURCE: RelatedNodeInfo(node_id=doc_id)},
+        excluded_llm_metadata_keys=["chunk_no"],
+        excluded_embed_metadata_keys=list(metadata),
+    )
     return NodeWithScore(node=node, score=hit.score)
 
 
@@ -250,10 +288,18 @@ class GenRetrievalRetriever(BaseRetriever):
     ``with`` block): a Qdrant Edge index is open in one process at a time.
     """
 
-    def __init__(self, index: Index, similarity_top_k: int = DEFAULT_SIMILARITY_TOP_K,
-                 filters: MetadataFilters | None = None, where: dict[str, Any] | None = None,
-                 task: str | None = None, *, close_index: bool = False,
-                 callback_manager: CallbackManager | None = None, verbose: bool = False) -> None:
+    def __init__(
+        self,
+        index: Index,
+        similarity_top_k: int = DEFAULT_SIMILARITY_TOP_K,
+        filters: MetadataFilters | None = None,
+        where: dict[str, Any] | None = None,
+        task: str | None = None,
+        *,
+        close_index: bool = False,
+        callback_manager: CallbackManager | None = None,
+        verbose: bool = False,
+    ) -> None:
         if not isinstance(index, Index):
             raise GenRetError(f"index must be a genretrieval Index, not {type(index).__name__}")
         if index.encoder is None:
@@ -271,11 +317,20 @@ class GenRetrievalRetriever(BaseRetriever):
         super().__init__(callback_manager=callback_manager, verbose=verbose)
 
     @classmethod
-    def from_index_dir(cls, path: str | Path, *, similarity_top_k: int = DEFAULT_SIMILARITY_TOP_K,
-                       filters: MetadataFilters | None = None, where: dict[str, Any] | None = None,
-                       task: str | None = None, encoder: Encoder | None = None, url: str | None = None,
-                       callback_manager: CallbackManager | None = None, verbose: bool = False,
-                       **encoder_overrides: Any) -> "GenRetrievalRetriever":
+    def from_index_dir(
+        cls,
+        path: str | Path,
+        *,
+        similarity_top_k: int = DEFAULT_SIMILARITY_TOP_K,
+        filters: MetadataFilters | None = None,
+        where: dict[str, Any] | None = None,
+        task: str | None = None,
+        encoder: Encoder | None = None,
+        url: str | None = None,
+        callback_manager: CallbackManager | None = None,
+        verbose: bool = False,
+        **encoder_overrides: Any,
+    ) -> "GenRetrievalRetriever":
         """Open the index in ``path`` for reading (``Index.open``) and retrieve from it.
 
         The encoder is the one the manifest names, loaded with ``encoder_overrides`` (``device``, ``dtype``,
@@ -284,8 +339,16 @@ class GenRetrievalRetriever(BaseRetriever):
         """
         index = Index.open(path, encoder, url=url, **encoder_overrides)
         try:
-            return cls(index, similarity_top_k, filters, where, task, close_index=True,
-                       callback_manager=callback_manager, verbose=verbose)
+            return cls(
+                index,
+                similarity_top_k,
+                filters,
+                where,
+                task,
+                close_index=True,
+                callback_manager=callback_manager,
+                verbose=verbose,
+            )
         except BaseException:
             index.close()
             raise
@@ -310,8 +373,7 @@ class GenRetrievalRetriever(BaseRetriever):
 
     def embedding(self, **kwargs: Any) -> GenRetrievalEmbedding:
         """A LlamaIndex embedding with this index's encoder and task (e.g. for ``Settings.embed_model``)."""
-        return GenRetrievalEmbedding.from_index(self._index, **({"task": self.task} if self.task else {}),
-                                                **kwargs)
+        return GenRetrievalEmbedding.from_index(self._index, **({"task": self.task} if self.task else {}), **kwargs)
 
     def close(self) -> None:
         """Close the index if this retriever opened it (``from_index_dir``); safe to call twice."""
@@ -327,8 +389,9 @@ class GenRetrievalRetriever(BaseRetriever):
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         with self._lock:
-            (hits,) = self._index.search(query_bundle.query_str, k=self.similarity_top_k, where=self._where,
-                                         task=self.task)
+            (hits,) = self._index.search(
+                query_bundle.query_str, k=self.similarity_top_k, where=self._where, task=self.task
+            )
         return [hit_to_node(h) for h in hits]
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:

@@ -57,8 +57,9 @@ def open_store(
             module = _import("qdrant_edge", "qdrant_edge")
             return module.QdrantEdgeStore(path, dim, create=create, read_only=read_only, **opts)
         module = _import("qdrant_server", "qdrant_client")
-        return module.QdrantServerStore(url, dim, collection=collection, create=create, read_only=read_only,
-                                        url_from_user=url_from_user, **opts)
+        return module.QdrantServerStore(
+            url, dim, collection=collection, create=create, read_only=read_only, url_from_user=url_from_user, **opts
+        )
     raise GenRetError(f"unknown store backend '{backend}'; choose faiss or qdrant")
 
 

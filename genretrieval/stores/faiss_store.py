@@ -288,7 +288,10 @@ class FaissStore:
             return
         logger.warning(
             "faiss store %s: dropping %d vectors without a docstore row and %d rows without a vector "
-            "(an interrupted flush)", self.path, orphan_vectors.size, orphan_rows.size,
+            "(an interrupted flush)",
+            self.path,
+            orphan_vectors.size,
+            orphan_rows.size,
         )
         if orphan_vectors.size:
             self._drop_vectors(orphan_vectors)
@@ -337,9 +340,7 @@ class FaissStore:
         parts, params = [], []
         for key, values in cond.items():
             json_path = '$."' + key.replace('"', '\\"') + '"'
-            parts.append(
-                f"EXISTS (SELECT 1 FROM json_each(points.payload, ?) WHERE value IN ({_marks(values)}))"
-            )
+            parts.append(f"EXISTS (SELECT 1 FROM json_each(points.payload, ?) WHERE value IN ({_marks(values)}))")
             params += [json_path, *values]
         return " AND ".join(parts), params
 
@@ -406,8 +407,7 @@ class FaissStore:
             return 0
         if not self._removable:
             raise GenRetError(
-                f"the faiss '{self.factory}' index cannot delete points; "
-                "rebuild the index or use a Flat or IVF index"
+                f"the faiss '{self.factory}' index cannot delete points; rebuild the index or use a Flat or IVF index"
             )
         self._remove_iids(np.array(iids, dtype=np.int64))
         self._gpu_index = None

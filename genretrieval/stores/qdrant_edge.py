@@ -96,9 +96,7 @@ class QdrantEdgeStore(QdrantBase):
         if meta_path.exists() and shard_path.exists():
             meta = _read_meta(meta_path)
             if meta["dim"] != dim:
-                raise GenRetError(
-                    f"the Qdrant store at {self.path} holds {meta['dim']}-d vectors, not {dim}-d"
-                )
+                raise GenRetError(f"the Qdrant store at {self.path} holds {meta['dim']}-d vectors, not {dim}-d")
             self._fields = set(meta["fields"])
             self._shard = _load_shard(shard_path)
         elif not create:
@@ -207,8 +205,13 @@ class QdrantEdgeStore(QdrantBase):
         return self._shard.retrieve(point_ids, True, False)
 
     def _scroll(self, flt: Filter | None, offset):
-        request = ScrollRequest(offset=offset, limit=_SCROLL_PAGE, filter=flt,
-                                with_payload=PayloadSelector.Include([ID_KEY]), with_vector=False)
+        request = ScrollRequest(
+            offset=offset,
+            limit=_SCROLL_PAGE,
+            filter=flt,
+            with_payload=PayloadSelector.Include([ID_KEY]),
+            with_vector=False,
+        )
         return self._shard.scroll(request)
 
 
@@ -230,8 +233,10 @@ def _load_shard(shard_path: Path) -> EdgeShard:
     except Exception as e:  # noqa: BLE001 - qdrant-edge raises plain Exception with a message
         message = " ".join(str(e).split())
     if "WouldBlock" in message:
-        raise GenRetError(f"the Qdrant Edge store at {shard_path.parent} is open in another process "
-                          "(Qdrant Edge allows one process at a time); try again when it is closed") from None
+        raise GenRetError(
+            f"the Qdrant Edge store at {shard_path.parent} is open in another process "
+            "(Qdrant Edge allows one process at a time); try again when it is closed"
+        ) from None
     if "Permission denied" in message or "Read-only file system" in message or "os error 30" in message:
         raise GenRetError(read_only_message(shard_path.parent)) from None
     raise GenRetError(f"cannot open the Qdrant Edge store at {shard_path.parent}: {message}") from None
@@ -239,8 +244,8 @@ def _load_shard(shard_path: Path) -> EdgeShard:
 
 def read_only_message(path: Path) -> str:
     """Why a read-only Qdrant Edge store cannot be opened, and what to do instead."""
-    return (f"the Qdrant Edge store at {path} is read-only, and Qdrant Edge cannot open a store without "
-            "writing to it; copy the index folder somewhere writable and use the copy, or build the index "
-            "with --backend faiss, which reads read-only folders")
-
-
+    return (
+        f"the Qdrant Edge store at {path} is read-only, and Qdrant Edge cannot open a store without "
+        "writing to it; copy the index folder somewhere writable and use the copy, or build the index "
+        "with --backend faiss, which reads read-only folders"
+    )

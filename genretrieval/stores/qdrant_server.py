@@ -32,8 +32,11 @@ ALLOW_INSECURE_KEY = "GENRET_ALLOW_INSECURE_KEY"
 _FIELDS_KEY = "genret_fields"  # collection metadata key holding the known payload fields
 _SCROLL_PAGE = 10_000
 _QUERY_BATCH = 256
-_SCHEMA = {"bool": models.PayloadSchemaType.BOOL, "integer": models.PayloadSchemaType.INTEGER,
-           "keyword": models.PayloadSchemaType.KEYWORD}
+_SCHEMA = {
+    "bool": models.PayloadSchemaType.BOOL,
+    "integer": models.PayloadSchemaType.INTEGER,
+    "keyword": models.PayloadSchemaType.KEYWORD,
+}
 #: Payload bytes per point that a bulk upload's requests leave room for (about 1,300 points of 384-d per request).
 UPLOAD_PAYLOAD_BYTES = 16 * 1024
 
@@ -106,9 +109,14 @@ class QdrantServerStore(QdrantBase):
             exists = self._client.collection_exists(collection)
         except UnexpectedResponse as e:
             if e.status_code in (401, 403):
-                hint = "check QDRANT_API_KEY" if url_from_user else (
-                    "no API key is sent to a server named only by an index's manifest: name it with --url or "
-                    "GENRET_URL (with QDRANT_API_KEY set)")
+                hint = (
+                    "check QDRANT_API_KEY"
+                    if url_from_user
+                    else (
+                        "no API key is sent to a server named only by an index's manifest: name it with --url or "
+                        "GENRET_URL (with QDRANT_API_KEY set)"
+                    )
+                )
                 raise GenRetError(f"Qdrant at {where} refused the request: {hint}") from None
             raise GenRetError(f"Qdrant at {where} answered HTTP {e.status_code}: {_one_line(e)}") from None
         except Exception as e:  # noqa: BLE001 - httpx, grpc and socket errors all mean "unreachable"
@@ -169,8 +177,9 @@ class QdrantServerStore(QdrantBase):
                     else:
                         yield point
 
-        self._client.upload_points(self.collection, points(), batch_size=per_request, parallel=max(1, parallel),
-                                   max_retries=3, wait=True)
+        self._client.upload_points(
+            self.collection, points(), batch_size=per_request, parallel=max(1, parallel), max_retries=3, wait=True
+        )
 
     def upsert(self, ids: list[str], vectors: np.ndarray, payloads: list[dict]) -> None:
         """Insert points, replacing existing ids, in requests under ``max_request_bytes``."""
@@ -252,8 +261,14 @@ class QdrantServerStore(QdrantBase):
         return self._client.retrieve(self.collection, uuids, with_payload=True)
 
     def _scroll(self, flt: models.Filter | None, offset):
-        return self._client.scroll(self.collection, scroll_filter=flt, limit=_SCROLL_PAGE, offset=offset,
-                                   with_payload=[ID_KEY], with_vectors=False)
+        return self._client.scroll(
+            self.collection,
+            scroll_filter=flt,
+            limit=_SCROLL_PAGE,
+            offset=offset,
+            with_payload=[ID_KEY],
+            with_vectors=False,
+        )
 
 
 def api_key_for(url: str, key: str | None, url_from_user: bool) -> str | None:
@@ -265,8 +280,10 @@ def api_key_for(url: str, key: str | None, url_from_user: bool) -> str | None:
     host = parts.hostname
     assert host is not None  # check_url refuses a URL without one
     if parts.scheme == "http" and not _is_loopback(host) and os.environ.get(ALLOW_INSECURE_KEY) != "1":
-        raise GenRetError(f"refusing to send QDRANT_API_KEY over plain http to {host}: use https, or set "
-                          f"{ALLOW_INSECURE_KEY}=1 if the network to it is trusted")
+        raise GenRetError(
+            f"refusing to send QDRANT_API_KEY over plain http to {host}: use https, or set "
+            f"{ALLOW_INSECURE_KEY}=1 if the network to it is trusted"
+        )
     return key
 
 

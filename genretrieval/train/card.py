@@ -16,27 +16,44 @@ from ..encoder.adapter import CONFIG_FILE, AdapterConfig
 
 def _training_lines(config: AdapterConfig) -> list[str]:
     p = config.provenance
-    lines = ["## Training data (responses used for training, by source)", "",
-             "| file | source | license | rows |", "|---|---|---|---:|"]
+    lines = [
+        "## Training data (responses used for training, by source)",
+        "",
+        "| file | source | license | rows |",
+        "|---|---|---|---:|",
+    ]
     lines += [f"| {d['file']} | {d['source']} | {d['license']} | {d['rows']} |" for d in p.get("data", [])]
     lines.append(f"| total | | | {sum(d['rows'] for d in p.get('data', []))} |")
     if p.get("stage") == "readout":
         return lines + _readout_lines(p)
-    trained = "the token rows only (align re-fitted after the last step)" if p.get("tokens_only") else \
-        "the token rows and both projections"
+    trained = (
+        "the token rows only (align re-fitted after the last step)"
+        if p.get("tokens_only")
+        else "the token rows and both projections"
+    )
     final = p.get("final", {})
-    lines += ["", "## Training", "",
-              f"- steps: {p.get('steps')} at batch {p.get('batch_size')}, lr {p.get('lr')}, loss weights recon "
-              f"{p.get('recon_weight')} / align {p.get('align_weight')}, align initialised {p.get('init_align')}, "
-              f"responses <= {p.get('max_response_tokens')} tokens; trained: {trained}",
-              f"- wall time: {p.get('train_seconds')} s (optimisation only)",
-              f"- final batch losses: total {final.get('loss')}, recon {final.get('recon')}, "
-              f"align {final.get('align')}, cosine to teacher {final.get('cos')}",
-              f"- held-out cosine to the teacher's embedding of the response: {p.get('heldout_cos')} "
-              f"({p.get('heldout')} held-out responses)",
-              f"- torch {p.get('torch')}, transformers {p.get('transformers')}", "",
-              "Made with:", "", "```", p.get("command") or "genretrieval.train.train(TrainConfig(...))", "```", "",
-              "The exact settings are in `adapter.json` (provenance) and the run's `train_config.json`."]
+    lines += [
+        "",
+        "## Training",
+        "",
+        f"- steps: {p.get('steps')} at batch {p.get('batch_size')}, lr {p.get('lr')}, loss weights recon "
+        f"{p.get('recon_weight')} / align {p.get('align_weight')}, align initialised {p.get('init_align')}, "
+        f"responses <= {p.get('max_response_tokens')} tokens; trained: {trained}",
+        f"- wall time: {p.get('train_seconds')} s (optimisation only)",
+        f"- final batch losses: total {final.get('loss')}, recon {final.get('recon')}, "
+        f"align {final.get('align')}, cosine to teacher {final.get('cos')}",
+        f"- held-out cosine to the teacher's embedding of the response: {p.get('heldout_cos')} "
+        f"({p.get('heldout')} held-out responses)",
+        f"- torch {p.get('torch')}, transformers {p.get('transformers')}",
+        "",
+        "Made with:",
+        "",
+        "```",
+        p.get("command") or "genretrieval.train.train(TrainConfig(...))",
+        "```",
+        "",
+        "The exact settings are in `adapter.json` (provenance) and the run's `train_config.json`.",
+    ]
     return lines
 
 
@@ -47,20 +64,30 @@ def _init_name(init: str | None) -> str:
 def _readout_lines(p: dict) -> list[str]:
     r = p.get("readout", {})
     held = r.get("heldout", {})
-    return ["", "## Training", "",
-            f"- token rows and `recon` from {_init_name(p.get('init_adapter'))}, kept fixed; `align` is the "
-            f"read-out fitted on their cached features (stage `readout`): InfoNCE at temperature "
-            f"{r.get('temperature')}, batch "
-            f"{r.get('batch_size')}, lr {r.get('lr')}, {r.get('epochs')} epochs, answers also read as passages: "
-            f"{r.get('passages')}, query-passage weight {r.get('query_passage_weight')}, duplicates above teacher "
-            f"cosine {r.get('duplicate_threshold')} are not negatives",
-            f"- chosen epoch {r.get('best_epoch')} by held-out retrieval ({p.get('heldout')} training rows nothing "
-            f"trained on; each query retrieves its own answer among theirs): nDCG@10 {held.get('ndcg@10')}, "
-            f"MRR@10 {held.get('mrr@10')}, cosine to the teacher's answer embedding {held.get('cos')}",
-            f"- wall time: {p.get('train_seconds')} s (features and fit)",
-            f"- torch {p.get('torch')}, transformers {p.get('transformers')}", "",
-            "Made with:", "", "```", p.get("command") or "genretrieval.train.train(TrainConfig(...))", "```", "",
-            "The exact settings are in `adapter.json` (provenance) and the run's `train_config.json`."]
+    return [
+        "",
+        "## Training",
+        "",
+        f"- token rows and `recon` from {_init_name(p.get('init_adapter'))}, kept fixed; `align` is the "
+        f"read-out fitted on their cached features (stage `readout`): InfoNCE at temperature "
+        f"{r.get('temperature')}, batch "
+        f"{r.get('batch_size')}, lr {r.get('lr')}, {r.get('epochs')} epochs, answers also read as passages: "
+        f"{r.get('passages')}, query-passage weight {r.get('query_passage_weight')}, duplicates above teacher "
+        f"cosine {r.get('duplicate_threshold')} are not negatives",
+        f"- chosen epoch {r.get('best_epoch')} by held-out retrieval ({p.get('heldout')} training rows nothing "
+        f"trained on; each query retrieves its own answer among theirs): nDCG@10 {held.get('ndcg@10')}, "
+        f"MRR@10 {held.get('mrr@10')}, cosine to the teacher's answer embedding {held.get('cos')}",
+        f"- wall time: {p.get('train_seconds')} s (features and fit)",
+        f"- torch {p.get('torch')}, transformers {p.get('transformers')}",
+        "",
+        "Made with:",
+        "",
+        "```",
+        p.get("command") or "genretrieval.train.train(TrainConfig(...))",
+        "```",
+        "",
+        "The exact settings are in `adapter.json` (provenance) and the run's `train_config.json`.",
+    ]
 
 
 def _report_lines(report: dict, adapter_id: str | None) -> list[str]:
@@ -73,8 +100,14 @@ def _report_lines(report: dict, adapter_id: str | None) -> list[str]:
 
     lines: list[str] = []
     for benchmark, results in by_benchmark([EvalResult.from_dict(r) for r in report["results"]]).items():
-        lines += [f"### {benchmark}", "", *markdown_table(results, highlight=mine, note=" (this adapter)"), "",
-                  *(f"Command: `{c}`" for c in report.get("commands", [])), ""]
+        lines += [
+            f"### {benchmark}",
+            "",
+            *markdown_table(results, highlight=mine, note=" (this adapter)"),
+            "",
+            *(f"Command: `{c}`" for c in report.get("commands", [])),
+            "",
+        ]
     return lines
 
 
@@ -85,10 +118,15 @@ def write_model_card(directory: str | Path, reports: Sequence[str | Path] = ()) 
     directory = Path(directory)
     config, tensors = read_adapter(directory)
     adapter_id = adapter_hash(config, tensors)
-    lines = [f"# genretrieval adapter for {config.backbone}", "",
-             f"K = {config.num_compression} compression tokens, T = {config.num_thought} thought tokens, "
-             f"{config.dim}-d output aligned to {config.teacher}. Adapter id `{adapter_id}`.", "",
-             *_training_lines(config), ""]
+    lines = [
+        f"# genretrieval adapter for {config.backbone}",
+        "",
+        f"K = {config.num_compression} compression tokens, T = {config.num_thought} thought tokens, "
+        f"{config.dim}-d output aligned to {config.teacher}. Adapter id `{adapter_id}`.",
+        "",
+        *_training_lines(config),
+        "",
+    ]
     if reports:
         lines += ["## Evaluation", ""]
         for path in reports:

@@ -19,8 +19,13 @@ class Query:
     license: str = ""
 
 
-def load_queries(files: Sequence[str | Path], id_field: str = "id", text_field: str = "text",
-                 max_queries: int | None = None, seed: int = 0) -> list[Query]:
+def load_queries(
+    files: Sequence[str | Path],
+    id_field: str = "id",
+    text_field: str = "text",
+    max_queries: int | None = None,
+    seed: int = 0,
+) -> list[Query]:
     """Read queries from JSONL files (one object per line), in a seeded random order.
 
     The order is what generation follows, so a partly finished run covers an unbiased sample of every file.
@@ -41,8 +46,11 @@ def load_queries(files: Sequence[str | Path], id_field: str = "id", text_field: 
                 raise GenRetError(f"{where}: missing field {text_field!r} or {id_field!r}")
             text = str(row[text_field]).strip()
             if text:
-                rows.append(Query(f"{f.stem}:{row[id_field]}", text, str(row.get("source", f.stem)),
-                                  str(row.get("license", ""))))
+                rows.append(
+                    Query(
+                        f"{f.stem}:{row[id_field]}", text, str(row.get("source", f.stem)), str(row.get("license", ""))
+                    )
+                )
         if not rows:
             raise GenRetError(f"query file {f} has no queries")
         if cap is not None and cap < len(rows):

@@ -70,8 +70,15 @@ class Readout(torch.nn.Module):
         return w, self.linear.bias - w @ self.mean
 
 
-def fit_readout(q: np.ndarray, p: np.ndarray | None, t: np.ndarray, cfg: ReadoutConfig,
-                progress: bool = True, log=print, evaluate=None) -> Readout:
+def fit_readout(
+    q: np.ndarray,
+    p: np.ndarray | None,
+    t: np.ndarray,
+    cfg: ReadoutConfig,
+    progress: bool = True,
+    log=print,
+    evaluate=None,
+) -> Readout:
     """Fit a read-out on features ``q`` (N, H), passages ``p`` (N, H) or None, teacher targets ``t`` (N, D).
 
     ``evaluate(readout) -> dict`` is called after each epoch, and its numbers are logged.
@@ -91,7 +98,7 @@ def fit_readout(q: np.ndarray, p: np.ndarray | None, t: np.ndarray, cfg: Readout
         for epoch in range(cfg.epochs):
             order = torch.randperm(len(qt), generator=g)
             for s in range(steps_per_epoch):
-                idx = order[s * cfg.batch_size:(s + 1) * cfg.batch_size]
+                idx = order[s * cfg.batch_size : (s + 1) * cfg.batch_size]
                 target = tt[idx]
                 same = target @ target.T > cfg.duplicate_threshold
                 sq = F.normalize(model(qt[idx]), dim=-1)
@@ -111,15 +118,18 @@ def fit_readout(q: np.ndarray, p: np.ndarray | None, t: np.ndarray, cfg: Readout
                 with torch.no_grad():
                     scores = evaluate(model)
                 model.train()
-                log(f"read-out epoch {epoch + 1}/{cfg.epochs}: loss {loss.item():.4f} "
-                    + " ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+                log(
+                    f"read-out epoch {epoch + 1}/{cfg.epochs}: loss {loss.item():.4f} "
+                    + " ".join(f"{k} {v:.4f}" for k, v in scores.items())
+                )
     model.eval()
     return model
 
 
 @torch.no_grad()
-def retrieval_scores(readout, q: np.ndarray, p: np.ndarray, t: np.ndarray,
-                     duplicate_threshold: float = 0.9) -> dict[str, float]:
+def retrieval_scores(
+    readout, q: np.ndarray, p: np.ndarray, t: np.ndarray, duplicate_threshold: float = 0.9
+) -> dict[str, float]:
     """Held-out metrics of record: each query retrieves its own answer (read as a passage) among all held-out
     answers; MRR@10 and nDCG@10 (one relevant answer), and the mean cosine to the teacher's answer embedding.
 
@@ -149,8 +159,9 @@ class ReadoutData:
     train: np.ndarray  # indices of training rows
 
 
-def readout_data(cfg, model, tok, adapter_cfg, rows: list[dict], targets: np.ndarray, run: Path,
-                 progress: bool = True, log=print) -> ReadoutData:
+def readout_data(
+    cfg, model, tok, adapter_cfg, rows: list[dict], targets: np.ndarray, run: Path, progress: bool = True, log=print
+) -> ReadoutData:
     """Features (cached under ``run/features``) through the model's ``recon``, and the seeded held-out split."""
     from ..encoder.features import cached_features
     from ..encoder.gen import GenEncoder
@@ -160,12 +171,14 @@ def readout_data(cfg, model, tok, adapter_cfg, rows: list[dict], targets: np.nda
     w, b = (x.detach().double().cpu() for x in (model.recon.weight, model.recon.bias))
 
     def feats(texts: list[str], instruction: str) -> np.ndarray:
-        h = torch.from_numpy(cached_features(enc, texts, instruction, run / "features", progress=progress,
-                                             log=log)).double()
+        h = torch.from_numpy(
+            cached_features(enc, texts, instruction, run / "features", progress=progress, log=log)
+        ).double()
         return (h @ w.T + b).float().numpy()
 
-    cut = tok([r["response"] for r in rows], truncation=True, max_length=cfg.max_passage_tokens,
-              add_special_tokens=False)["input_ids"]
+    cut = tok(
+        [r["response"] for r in rows], truncation=True, max_length=cfg.max_passage_tokens, add_special_tokens=False
+    )["input_ids"]
     q = feats([r["query"] for r in rows], task.query)
     p = feats([tok.decode(ids, skip_special_tokens=True) for ids in cut], task.document)
     perm = torch.randperm(len(rows), generator=torch.Generator().manual_seed(cfg.seed)).numpy()
@@ -175,10 +188,16 @@ def readout_data(cfg, model, tok, adapter_cfg, rows: list[dict], targets: np.nda
 
 def readout_config(cfg) -> ReadoutConfig:
     """The read-out settings of a ``TrainConfig``."""
-    return ReadoutConfig(epochs=cfg.readout_epochs, batch_size=cfg.readout_batch_size, lr=cfg.readout_lr,
-                         temperature=cfg.temperature, passages=cfg.passages,
-                         query_passage_weight=cfg.query_passage_weight,
-                         duplicate_threshold=cfg.duplicate_threshold, seed=cfg.seed)
+    return ReadoutConfig(
+        epochs=cfg.readout_epochs,
+        batch_size=cfg.readout_batch_size,
+        lr=cfg.readout_lr,
+        temperature=cfg.temperature,
+        passages=cfg.passages,
+        query_passage_weight=cfg.query_passage_weight,
+        duplicate_threshold=cfg.duplicate_threshold,
+        seed=cfg.seed,
+    )
 
 
 def fit_best(data: ReadoutData, rcfg: ReadoutConfig, progress: bool = True, log=print) -> tuple[dict, list[dict]]:
@@ -200,8 +219,18 @@ def fit_best(data: ReadoutData, rcfg: ReadoutConfig, progress: bool = True, log=
     return best, history
 
 
-def train_readout(cfg, model, tok, adapter_cfg, rows: list[dict], targets: np.ndarray, queries, run: Path,
-                  progress: bool = True, log=print) -> Path:
+def train_readout(
+    cfg,
+    model,
+    tok,
+    adapter_cfg,
+    rows: list[dict],
+    targets: np.ndarray,
+    queries,
+    run: Path,
+    progress: bool = True,
+    log=print,
+) -> Path:
     """Stage "readout" of ``genret train``: features, then the read-out with the best held-out nDCG@10.
 
     The token rows come from ``cfg.init_adapter`` and stay fixed; ``recon`` is kept, ``align`` is replaced by
@@ -228,21 +257,42 @@ def train_readout(cfg, model, tok, adapter_cfg, rows: list[dict], targets: np.nd
     with torch.no_grad():
         model.align.weight.copy_(weight.to(model.align.weight.device))
         model.align.bias.copy_(bias.to(model.align.bias.device))
-    log(f"read-out: best epoch {best['epoch']} of {cfg.readout_epochs}, held-out "
-        + " ".join(f"{k} {v:.4f}" for k, v in best["scores"].items()))
+    log(
+        f"read-out: best epoch {best['epoch']} of {cfg.readout_epochs}, held-out "
+        + " ".join(f"{k} {v:.4f}" for k, v in best["scores"].items())
+    )
     adapter_cfg.trained, adapter_cfg.teacher = True, cfg.teacher
     by_id = {x.id: x for x in queries}
     adapter_cfg.provenance = {
-        "command": cfg.command, "queries": cfg.queries, "init_adapter": str(cfg.init_adapter),
+        "command": cfg.command,
+        "queries": cfg.queries,
+        "init_adapter": str(cfg.init_adapter),
         "recon_trained": decodes(adapter_cfg),  # recon and the token rows are the start adapter's
-        "responses_used": len(data.train), "heldout": len(data.held), "stage": "readout",
-        "readout": {**{k: getattr(rcfg, k) for k in ("epochs", "batch_size", "lr", "temperature", "passages",
-                                                     "query_passage_weight", "duplicate_threshold")},
-                    "max_passage_tokens": cfg.max_passage_tokens,
-                    "best_epoch": best["epoch"], "heldout": {k: round(v, 4) for k, v in best["scores"].items()}},
-        "heldout_cos": f"{best['scores']['cos']:.4f}", "train_seconds": f"{time.time() - t0:.1f}",
+        "responses_used": len(data.train),
+        "heldout": len(data.held),
+        "stage": "readout",
+        "readout": {
+            **{
+                k: getattr(rcfg, k)
+                for k in (
+                    "epochs",
+                    "batch_size",
+                    "lr",
+                    "temperature",
+                    "passages",
+                    "query_passage_weight",
+                    "duplicate_threshold",
+                )
+            },
+            "max_passage_tokens": cfg.max_passage_tokens,
+            "best_epoch": best["epoch"],
+            "heldout": {k: round(v, 4) for k, v in best["scores"].items()},
+        },
+        "heldout_cos": f"{best['scores']['cos']:.4f}",
+        "train_seconds": f"{time.time() - t0:.1f}",
         "data": data_summary([by_id[rows[i]["id"]] for i in data.train]),
-        "torch": torch.__version__, "transformers": transformers.__version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
     }
     out = save_adapter(model, adapter_cfg, run / "adapter")
     write_model_card(out)

@@ -15,8 +15,16 @@ from ..fileio import write_parquet_atomic
 from ..progress import progress_bar
 from .data import Query
 
-SCHEMA = pa.schema([("id", pa.string()), ("query", pa.string()), ("source", pa.string()),
-                    ("response", pa.string()), ("response_tokens", pa.int32()), ("finished", pa.bool_())])
+SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("query", pa.string()),
+        ("source", pa.string()),
+        ("response", pa.string()),
+        ("response_tokens", pa.int32()),
+        ("finished", pa.bool_()),
+    ]
+)
 
 
 def read_responses(directory: str | Path) -> pa.Table:
@@ -34,9 +42,17 @@ def _write_part(directory: Path, rows: list[dict]) -> None:
 
 
 @torch.inference_mode()
-def generate_responses(lm, tokenizer, queries: Sequence[Query], directory: str | Path, batch_size: int = 32,
-                       max_new_tokens: int = 128, max_query_tokens: int = 256, progress: bool = True,
-                       log=print) -> pa.Table:
+def generate_responses(
+    lm,
+    tokenizer,
+    queries: Sequence[Query],
+    directory: str | Path,
+    batch_size: int = 32,
+    max_new_tokens: int = 128,
+    max_query_tokens: int = 256,
+    progress: bool = True,
+    log=print,
+) -> pa.Table:
     """Greedy answers to ``queries`` not yet in ``directory``; each batch is written as it finishes.
 
     Interrupting and re-running resumes where it stopped. Returns every cached response.
@@ -47,28 +63,38 @@ def generate_responses(lm, tokenizer, queries: Sequence[Query], directory: str |
     todo = [q for q in queries if q.id not in done]
     if not todo:
         return read_responses(directory)
-    eos = {tokenizer.eos_token_id, *(tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>",)
-                                     if t in tokenizer.get_vocab())}
+    eos = {
+        tokenizer.eos_token_id,
+        *(tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>",) if t in tokenizer.get_vocab()),
+    }
     eos.discard(None)
     t0, tokens = time.time(), 0
     # Chunks in the given (random) order, sorted by length inside a chunk to limit padding.
     chunk = batch_size * 8
     with progress_bar("generating responses", len(todo), progress) as advance:
         for c in range(0, len(todo), chunk):
-            block = todo[c:c + chunk]
+            block = todo[c : c + chunk]
             prompts = [p[-max_query_tokens:] for p in chat_prompt_ids(tokenizer, [q.text for q in block])]
             order = sorted(range(len(block)), key=lambda i: len(prompts[i]))
-            for idx, out in generate(lm, tokenizer, prompts, batch_size, max_new_tokens, order,
-                                     eos_token_id=sorted(eos)):
+            for idx, out in generate(
+                lm, tokenizer, prompts, batch_size, max_new_tokens, order, eos_token_id=sorted(eos)
+            ):
                 rows = []
                 for r, i in enumerate(idx):
                     seq = out[r].tolist()
                     cut = next((j for j, t in enumerate(seq) if t in eos), None)
                     body = seq if cut is None else seq[:cut]
                     tokens += len(body)
-                    rows.append({"id": block[i].id, "query": block[i].text, "source": block[i].source,
-                                 "response": tokenizer.decode(body, skip_special_tokens=True).strip(),
-                                 "response_tokens": len(body), "finished": cut is not None})
+                    rows.append(
+                        {
+                            "id": block[i].id,
+                            "query": block[i].text,
+                            "source": block[i].source,
+                            "response": tokenizer.decode(body, skip_special_tokens=True).strip(),
+                            "response_tokens": len(body),
+                            "finished": cut is not None,
+                        }
+                    )
                 _write_part(directory, rows)
                 advance(len(idx))
             log(f"responses: {c + len(block)}/{len(todo)} new, {tokens / (time.time() - t0):.1f} tokens/s")

@@ -94,8 +94,15 @@ class TrainConfig:
             raise GenRetError("T (--num-thought) must be >= 0")
         if self.recon_weight < 0 or self.align_weight < 0 or self.recon_weight + self.align_weight == 0:
             raise GenRetError("loss weights must be >= 0 and not both 0")
-        for name in ("batch_size", "grad_accum", "max_query_tokens", "max_response_tokens", "max_new_tokens",
-                     "checkpoint_every", "eval_every"):
+        for name in (
+            "batch_size",
+            "grad_accum",
+            "max_query_tokens",
+            "max_response_tokens",
+            "max_new_tokens",
+            "checkpoint_every",
+            "eval_every",
+        ):
             if getattr(self, name) <= 0:
                 raise GenRetError(f"{name} must be >= 1")
         if self.steps is not None and self.steps <= 0:
@@ -107,8 +114,7 @@ class TrainConfig:
         if self.init_align not in ("ridge", "random"):
             raise GenRetError(f"unknown --init-align {self.init_align!r}; use ridge or random")
         if not self.stages or (unknown := set(self.stages) - set(STAGES)):
-            raise GenRetError(f"unknown stage(s) {sorted(unknown) if self.stages else []}; use "
-                              + ", ".join(STAGES))
+            raise GenRetError(f"unknown stage(s) {sorted(unknown) if self.stages else []}; use " + ", ".join(STAGES))
         if "readout" in self.stages and "optimize" in self.stages:
             raise GenRetError("stages optimize and readout both write the adapter: run one of them")
 
@@ -116,8 +122,9 @@ class TrainConfig:
 # --------------------------------------------------------------------------------------- stage teacher
 
 
-def teacher_targets(teacher, ids: list[str], texts: list[str], path: Path, progress: bool = True,
-                    compute: bool = True) -> np.ndarray:
+def teacher_targets(
+    teacher, ids: list[str], texts: list[str], path: Path, progress: bool = True, compute: bool = True
+) -> np.ndarray:
     """Raw (unnormalised) teacher mean pools of ``texts``, cached by id in ``path``. Returns (N, D) float32.
 
     With ``compute=False`` (stage "teacher" not requested) only the cache is read, and a missing target is an error.
@@ -125,12 +132,14 @@ def teacher_targets(teacher, ids: list[str], texts: list[str], path: Path, progr
     cached: dict[str, np.ndarray] = {}
     if path.exists():
         table = pq.read_table(path)
-        cached = dict(zip(table.column("id").to_pylist(), np.asarray(table.column("embedding").to_pylist(),
-                                                                      dtype=np.float32)))
+        cached = dict(
+            zip(table.column("id").to_pylist(), np.asarray(table.column("embedding").to_pylist(), dtype=np.float32))
+        )
     missing = [i for i, rid in enumerate(ids) if rid not in cached]
     if missing and not compute:
-        raise GenRetError(f"{len(missing)} of {len(ids)} responses have no teacher target in {path}; "
-                          "add --stage teacher")
+        raise GenRetError(
+            f"{len(missing)} of {len(ids)} responses have no teacher target in {path}; add --stage teacher"
+        )
     if missing:
         vecs = teacher.encode([texts[i] for i in missing], normalize=False, progress=progress)
         cached.update((ids[i], v) for i, v in zip(missing, vecs))
@@ -144,14 +153,24 @@ def teacher_targets(teacher, ids: list[str], texts: list[str], path: Path, progr
 class Batcher:
     """Tokenised training examples and the padded tensors for both losses."""
 
-    def __init__(self, model, tokenizer, queries: list[str], responses: list[str], targets: np.ndarray,
-                 cfg: TrainConfig, device: str):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        queries: list[str],
+        responses: list[str],
+        targets: np.ndarray,
+        cfg: TrainConfig,
+        device: str,
+    ):
         self.model, self.tok, self.device = model, tokenizer, device
         # Queries are embedded as the LLM answered them: the raw text, no instruction.
-        self.q_ids = tokenizer(list(queries), truncation=True, max_length=cfg.max_query_tokens,
-                               add_special_tokens=True)["input_ids"]
-        self.r_ids = tokenizer(responses, truncation=True, max_length=cfg.max_response_tokens,
-                               add_special_tokens=False)["input_ids"]
+        self.q_ids = tokenizer(
+            list(queries), truncation=True, max_length=cfg.max_query_tokens, add_special_tokens=True
+        )["input_ids"]
+        self.r_ids = tokenizer(
+            responses, truncation=True, max_length=cfg.max_response_tokens, add_special_tokens=False
+        )["input_ids"]
         self.targets = torch.from_numpy(targets)
 
     def __len__(self) -> int:
@@ -200,8 +219,9 @@ class Batcher:
             pred_rows.append(torch.arange(width - len(r) - 1, width - 1) + i * width)
             targets.append(r_t)
         inputs, mask = torch.stack(rows), torch.stack(masks).to(self.device)
-        hidden = self.model.backbone()(inputs_embeds=inputs, attention_mask=mask,
-                                       position_ids=position_ids_from_mask(mask), use_cache=False).last_hidden_state
+        hidden = self.model.backbone()(
+            inputs_embeds=inputs, attention_mask=mask, position_ids=position_ids_from_mask(mask), use_cache=False
+        ).last_hidden_state
         # Gather the labelled rows into one 2-D block before the vocabulary projection.
         picked = hidden.reshape(b * width, -1)[torch.cat(pred_rows).to(self.device)]
         logits = lm.get_output_embeddings()(picked).float()
@@ -226,14 +246,14 @@ def _epoch_batches(lengths: list[int], cfg: TrainConfig, epoch: int) -> list[lis
     padding of random batches on the shipped data) while every epoch still visits each example once.
     """
     order = _epoch_order(len(lengths), cfg.seed, epoch)
-    order = order[:len(order) // cfg.batch_size * cfg.batch_size]
+    order = order[: len(order) // cfg.batch_size * cfg.batch_size]
     if not cfg.group_by_length:
-        return [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+        return [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
     window = 64 * cfg.batch_size
     batches = []
     for w in range(0, len(order), window):
-        chunk = sorted(order[w:w + window], key=lengths.__getitem__)
-        batches += [chunk[i:i + cfg.batch_size] for i in range(0, len(chunk), cfg.batch_size)]
+        chunk = sorted(order[w : w + window], key=lengths.__getitem__)
+        batches += [chunk[i : i + cfg.batch_size] for i in range(0, len(chunk), cfg.batch_size)]
     shuffle = _epoch_order(len(batches), cfg.seed + 1, epoch)
     return [batches[i] for i in shuffle]
 
@@ -327,15 +347,33 @@ def prepare(cfg: TrainConfig, progress: bool = True, log=print) -> Prepared:
         if (init := shipped_adapter(resolve_backbone(cfg.backbone).name)) is None:
             raise GenRetError(f"no adapter ships for backbone {cfg.backbone!r}; pass a directory to --init-adapter")
     teacher = TeacherEncoder(cfg.teacher, resolve_device(cfg.device))
-    model, tok, adapter_cfg, _ = load_gen_model(cfg.backbone, init, cfg.device, cfg.dtype, cfg.num_compression,
-                                                cfg.num_thought, dim=teacher.dim, use_shipped=False)
+    model, tok, adapter_cfg, _ = load_gen_model(
+        cfg.backbone,
+        init,
+        cfg.device,
+        cfg.dtype,
+        cfg.num_compression,
+        cfg.num_thought,
+        dim=teacher.dim,
+        use_shipped=False,
+    )
     if adapter_cfg.dim != teacher.dim:
-        raise GenRetError(f"adapter {init} embeds into {adapter_cfg.dim} dimensions, teacher {cfg.teacher} into "
-                          f"{teacher.dim}; train with that adapter's teacher")
+        raise GenRetError(
+            f"adapter {init} embeds into {adapter_cfg.dim} dimensions, teacher {cfg.teacher} into "
+            f"{teacher.dim}; train with that adapter's teacher"
+        )
 
     if "responses" in cfg.stages:
-        generate_responses(model.lm, tok, queries, run / "responses", cfg.gen_batch_size, cfg.max_new_tokens,
-                           progress=progress, log=log)
+        generate_responses(
+            model.lm,
+            tok,
+            queries,
+            run / "responses",
+            cfg.gen_batch_size,
+            cfg.max_new_tokens,
+            progress=progress,
+            log=log,
+        )
     table = read_responses(run / "responses")
     wanted = {q.id for q in queries}
     rows = [r for r in table.to_pylist() if r["id"] in wanted and r["response"].strip()]
@@ -346,8 +384,14 @@ def prepare(cfg: TrainConfig, progress: bool = True, log=print) -> Prepared:
 
     targets = None
     if {"teacher", "optimize", "readout"} & set(cfg.stages):
-        targets = teacher_targets(teacher, [r["id"] for r in rows], [r["response"] for r in rows],
-                                  run / "teacher.parquet", progress, compute="teacher" in cfg.stages)
+        targets = teacher_targets(
+            teacher,
+            [r["id"] for r in rows],
+            [r["response"] for r in rows],
+            run / "teacher.parquet",
+            progress,
+            compute="teacher" in cfg.stages,
+        )
     return Prepared(queries, model, tok, adapter_cfg, rows, targets)
 
 
@@ -369,8 +413,9 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> Path:
     data = prepare(cfg, progress, log)
     if "readout" in cfg.stages:
         assert data.targets is not None  # prepare computes them for stage readout
-        return train_readout(cfg, data.model, data.tokenizer, data.adapter_cfg, data.rows, data.targets,
-                             data.queries, run, progress, log)
+        return train_readout(
+            cfg, data.model, data.tokenizer, data.adapter_cfg, data.rows, data.targets, data.queries, run, progress, log
+        )
     if "optimize" in cfg.stages:
         return optimize(cfg, data, progress, log)
     return run
@@ -419,8 +464,9 @@ def optimize(cfg: TrainConfig, data: Prepared, progress: bool = True, log=print)
     held, train_idx = split[:hold], split[hold:]
 
     def batcher_for(idx: list[int]) -> Batcher:
-        return Batcher(model, tok, [rows[i]["query"] for i in idx], [rows[i]["response"] for i in idx], targets[idx],
-                       cfg, device)
+        return Batcher(
+            model, tok, [rows[i]["query"] for i in idx], [rows[i]["response"] for i in idx], targets[idx], cfg, device
+        )
 
     batcher = batcher_for(train_idx)
     held_batcher = batcher_for(held) if hold else None
@@ -469,10 +515,19 @@ def optimize(cfg: TrainConfig, data: Prepared, progress: bool = True, log=print)
                 model.train()
             with csv_path.open("a", newline="") as f:
                 csv.DictWriter(f, fieldnames=CSV_FIELDS).writerow(
-                    {"step": done, **{k: f"{v:.5f}" for k, v in parts.items()}, "heldout_cos": heldout,
-                     "lr": f"{sched.get_last_lr()[0]:.3g}", "seconds": f"{time.time() - t0:.1f}"})
-            advance(1, info=f"loss {parts['loss']:.3f} recon {parts['recon']:.3f} cos {parts['cos']:.3f}"
-                    + (f" held-out {heldout}" if heldout else ""))
+                    {
+                        "step": done,
+                        **{k: f"{v:.5f}" for k, v in parts.items()},
+                        "heldout_cos": heldout,
+                        "lr": f"{sched.get_last_lr()[0]:.3g}",
+                        "seconds": f"{time.time() - t0:.1f}",
+                    }
+                )
+            advance(
+                1,
+                info=f"loss {parts['loss']:.3f} recon {parts['recon']:.3f} cos {parts['cos']:.3f}"
+                + (f" held-out {heldout}" if heldout else ""),
+            )
             if done % cfg.checkpoint_every == 0 or done == total:
                 _save_checkpoint(run, done, model, opt, sched, adapter_cfg, cfg.keep_checkpoints)
                 plot_losses(csv_path, run / "loss.png")
@@ -512,7 +567,7 @@ def fit_align_ridge(batcher: Batcher, cfg: TrainConfig, progress: bool = True) -
     feats = []
     with progress_bar("fitting align", len(order), progress) as advance:
         for s in range(0, len(order), cfg.batch_size):
-            idx = order[s:s + cfg.batch_size]
+            idx = order[s : s + cfg.batch_size]
             feats.append(model(*batcher.queries(idx))["soft_prompt"].mean(dim=1).double().cpu())
             advance(len(idx))
     x = torch.cat(feats)
@@ -555,12 +610,24 @@ def provenance(cfg: TrainConfig, n_rows: int, hold: int, steps: int, csv_path: P
         rows = list(csv.DictReader(f))
     last = rows[-1] if rows else {}
     evals = [r["heldout_cos"] for r in rows if r["heldout_cos"]]
-    return {"command": cfg.command, "queries": cfg.queries, "responses_used": n_rows - hold, "heldout": hold,
-            "steps": steps,
-            "batch_size": cfg.batch_size * cfg.grad_accum, "lr": cfg.lr, "recon_weight": cfg.recon_weight,
-            "align_weight": cfg.align_weight, "recon_trained": cfg.recon_weight > 0, "init_align": cfg.init_align,
-            "tokens_only": cfg.tokens_only,
-            "max_response_tokens": cfg.max_response_tokens,
-            "final": {k: last.get(k) for k in ("loss", "recon", "align", "cos")},
-            "heldout_cos": evals[-1] if evals else None, "train_seconds": last.get("seconds"),
-            "torch": torch.__version__, "transformers": transformers.__version__, "machine": platform.machine()}
+    return {
+        "command": cfg.command,
+        "queries": cfg.queries,
+        "responses_used": n_rows - hold,
+        "heldout": hold,
+        "steps": steps,
+        "batch_size": cfg.batch_size * cfg.grad_accum,
+        "lr": cfg.lr,
+        "recon_weight": cfg.recon_weight,
+        "align_weight": cfg.align_weight,
+        "recon_trained": cfg.recon_weight > 0,
+        "init_align": cfg.init_align,
+        "tokens_only": cfg.tokens_only,
+        "max_response_tokens": cfg.max_response_tokens,
+        "final": {k: last.get(k) for k in ("loss", "recon", "align", "cos")},
+        "heldout_cos": evals[-1] if evals else None,
+        "train_seconds": last.get("seconds"),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "machine": platform.machine(),
+    }
