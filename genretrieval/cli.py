@@ -132,50 +132,6 @@ def encode(
         sys.stdout.write(json.dumps({"text": text, "embedding": [round(float(x), 6) for x in vec]}) + "\n")
 
 
-@app.command()
-@user_errors
-def explain(
-    text: Annotated[str, typer.Argument(help="Text whose embedding to read.")],
-    document: Annotated[bool, typer.Option("--document", help="Use the document path (default: query).")] = False,
-    task: Annotated[str, typer.Option(help="Instruction preset.")] = "retrieval",
-    max_new_tokens: Annotated[int, typer.Option(min=1, help="Tokens decoded from the soft prompt.")] = 48,
-    top: Annotated[int, typer.Option(min=1, help="Tokens per position in the logit lens.")] = 5,
-    backbone: BackboneOpt = None,
-    adapter: AdapterOpt = None,
-    device: DeviceOpt = None,
-    dtype: DtypeOpt = None,
-    num_threads: ThreadsOpt = None,
-    trust_remote_code: TrustOpt = False,
-) -> None:
-    """Show what an embedding means: text decoded from its soft prompt, and the logit lens per position."""
-    from .encoder import GenEncoder, load_encoder
-    from .encoder.decode import NO_DECODING, decode, decodes, logit_lens
-
-    if not text.strip():
-        raise GenRetError("empty text")
-    enc = load_encoder(
-        "gen",
-        backbone=backbone,
-        adapter=adapter,
-        device=device,
-        dtype=dtype,
-        num_threads=num_threads,
-        trust_remote_code=trust_remote_code,
-    )
-    assert isinstance(enc, GenEncoder)  # what load_encoder("gen") returns
-    generated = None
-    if decodes(enc.config):
-        (generated,) = decode(enc, [text], task, not document, max_new_tokens)
-    else:
-        typer.echo(f"note: {NO_DECODING}", err=True)
-    typer.echo(
-        json.dumps(
-            {"text": text, "decoded": generated, "logit_lens": logit_lens(enc, text, task, not document, top)},
-            ensure_ascii=False,
-        )
-    )
-
-
 IndexNameOpt = Annotated[
     Optional[str],
     typer.Option("--index", envvar="GENRET_INDEX", help="Index name under ./indexes/ (default: default)."),
@@ -197,6 +153,85 @@ FilterOpt = Annotated[
         "root) or as a path from here.",
     ),
 ]
+
+
+@app.command()
+@user_errors
+def explain(
+    text: Annotated[Optional[str], typer.Argument(help="Text whose embedding to read.")] = None,
+    hit: Annotated[
+        Optional[str], typer.Option("--hit", help="Read an indexed chunk instead (an id from genret search).")
+    ] = None,
+    document: Annotated[bool, typer.Option("--document", help="Use the document path (default: query).")] = False,
+    task: Annotated[
+        Optional[str], typer.Option(help="Instruction preset (default: retrieval, or the index's).")
+    ] = None,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Tokens decoded from the soft prompt.")] = 48,
+    top: Annotated[int, typer.Option(min=1, help="Tokens per position in the logit lens.")] = 5,
+    index: IndexNameOpt = None,
+    index_dir: IndexDirOpt = None,
+    url: UrlOpt = None,
+    backbone: BackboneOpt = None,
+    adapter: AdapterOpt = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    num_threads: ThreadsOpt = None,
+    trust_remote_code: TrustOpt = False,
+) -> None:
+    """Show what an embedding means: text decoded from its soft prompt, and the logit lens per position.
+
+    With ``--hit ID`` the text is that chunk of the index, read on the document path with the index's encoder.
+    """
+    from .encoder import GenEncoder, load_encoder
+    from .encoder.decode import NO_DECODING, decode, decodes, logit_lens
+
+    if (text is None) == (hit is None):
+        raise GenRetError("give a TEXT or --hit ID (one of them)")
+    if hit is not None:
+        from .index import Index
+
+        if backbone or adapter:
+            raise GenRetError("--hit reads the chunk with the index's own encoder: drop --backbone/--adapter")
+        with Index.open(
+            _existing_index(index, index_dir),
+            url=url,
+            device=device,
+            dtype=dtype,
+            num_threads=num_threads,
+            trust_remote_code=trust_remote_code or None,
+        ) as idx:
+            found = idx.store.get([hit])
+            if hit not in found:
+                raise GenRetError(f"no chunk with id {hit!r} in the index at {idx.path}")
+            text, enc, document = found[hit].get("text", ""), idx.encoder, True
+            task = task or idx.manifest.task
+    else:
+        enc = load_encoder(
+            "gen",
+            backbone=backbone,
+            adapter=adapter,
+            device=device,
+            dtype=dtype,
+            num_threads=num_threads,
+            trust_remote_code=trust_remote_code,
+        )
+    task = task or "retrieval"
+    if not (text or "").strip():
+        raise GenRetError("empty text")
+    assert text is not None  # given, or read from the index
+    if not isinstance(enc, GenEncoder):
+        raise GenRetError("explain reads generative embeddings; this index was built with another encoder")
+    generated = None
+    if decodes(enc.config):
+        (generated,) = decode(enc, [text], task, not document, max_new_tokens)
+    else:
+        typer.echo(f"note: {NO_DECODING}", err=True)
+    typer.echo(
+        json.dumps(
+            {"text": text, "decoded": generated, "logit_lens": logit_lens(enc, text, task, not document, top)},
+            ensure_ascii=False,
+        )
+    )
 
 
 class Backend(str, Enum):
@@ -720,6 +755,13 @@ def train_cmd(
     init_align: Annotated[str, typer.Option(help="Start of align: ridge (fit to the targets) or random.")] = "ridge",
     tokens_only: Annotated[
         bool, typer.Option(help="Train only the token rows (with a ridge start, align is re-fitted at the end).")
+    ] = False,
+    recon_only: Annotated[
+        bool,
+        typer.Option(
+            help="Train only recon on the reconstruction loss (with --align-weight 0): the adapter learns to "
+            "decode, its embeddings stay the same."
+        ),
     ] = False,
     stages: Annotated[
         Optional[list[str]],

@@ -80,3 +80,25 @@ def test_explain_decodes_a_reconstruction_trained_adapter(tmp_path, tiny_backbon
     assert NO_DECODING not in res.stderr
     out = json.loads(res.stdout)
     assert isinstance(out["decoded"], str) and len(out["logit_lens"]) == 3
+
+
+def test_explain_hit_reads_the_indexed_chunk_on_the_document_path(tmp_path, tiny_backbone):
+    adapter, _ = _adapter(tmp_path, tiny_backbone, {"recon_weight": 1.0})
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "water.txt").write_text("Water boils at one hundred degrees Celsius at sea level.")
+    where = str(tmp_path / "idx")
+    common = ["--backbone", tiny_backbone, "--adapter", str(adapter), "--dtype", "fp32"]
+    res = runner.invoke(app, ["index", str(corpus), "--backend", "faiss", "--index-dir", where, *common])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["search", "boiling water", "--index-dir", where, "-k", "1"])
+    hit = json.loads(res.stdout.splitlines()[0])
+    res = runner.invoke(app, ["explain", "--hit", hit["id"], "--index-dir", where, "--max-new-tokens", "3"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["text"] == hit["text"] and isinstance(out["decoded"], str) and len(out["logit_lens"]) == 3
+    # One of TEXT / --hit; an id the index lacks is one line naming it.
+    res = runner.invoke(app, ["explain", "--hit", "nope", "--index-dir", where])
+    assert res.exit_code != 0 and "no chunk with id 'nope'" in res.stderr
+    res = runner.invoke(app, ["explain", "some text", "--hit", hit["id"], "--index-dir", where])
+    assert res.exit_code != 0 and "give a TEXT or --hit ID" in res.stderr

@@ -11,6 +11,8 @@ import torch
 from genretrieval import GenRetError
 from genretrieval.encoder import load_gen_model
 from genretrieval.encoder.adapter import adapter_hash, read_adapter
+from genretrieval.encoder.decode import decodes
+from genretrieval.encoder.model import left_pad
 from genretrieval.train import trainer as trainer_mod
 from genretrieval.train.card import write_model_card
 from genretrieval.train.data import load_queries
@@ -170,6 +172,28 @@ def test_tokens_only_moves_only_the_token_rows_and_refits_align(tmp_path, query_
     assert not torch.equal(tensors["special"], start.special.detach())
     assert not torch.equal(tensors["align.weight"], start.align.weight.detach())
     assert cfg.provenance["tokens_only"] and cfg.provenance["init_align"] == "ridge"
+
+
+def test_recon_only_learns_to_decode_and_keeps_the_embeddings(tmp_path, query_file, tiny_backbone):
+    cfg = _cfg(tmp_path, query_file, tiny_backbone, recon_only=True, align_weight=0, lr=1e-2)
+    adapter = train(cfg, progress=False, log=lambda *_: None)
+    config, tensors = read_adapter(adapter)
+    start, tok = load_gen_model(tiny_backbone, None, "cpu", "fp32", 3, 0, dim=384)[:2]  # the same seeded start
+    trained = load_gen_model(tiny_backbone, adapter, "cpu", "fp32")[0]
+    assert torch.equal(tensors["special"], start.special.detach())
+    assert not torch.allclose(tensors["recon.weight"], start.recon.weight.detach(), atol=1e-3)
+    # align was re-folded after every step: the same texts get the same embeddings.
+    ids, mask = left_pad(tok([q.text for q in load_queries([query_file])])["input_ids"], tok.pad_token_id)
+    with torch.no_grad():
+        torch.testing.assert_close(trained(ids, mask)["embedding"], start(ids, mask)["embedding"], rtol=0, atol=1e-4)
+    recon = [float(r.split(",")[2]) for r in (tmp_path / "run" / "losses.csv").read_text().splitlines()[1:]]
+    assert recon[-1] < recon[0]
+    assert config.provenance["recon_only"] and decodes(config)
+
+
+def test_recon_only_needs_the_reconstruction_loss_alone(tmp_path, query_file, tiny_backbone):
+    with pytest.raises(GenRetError, match="--recon-only trains recon on the reconstruction loss alone"):
+        train(_cfg(tmp_path, query_file, tiny_backbone, recon_only=True), progress=False)
 
 
 def test_training_does_not_touch_backbone_in_memory(tmp_path, query_file, tiny_backbone, monkeypatch):

@@ -26,11 +26,12 @@ def _training_lines(config: AdapterConfig) -> list[str]:
     lines.append(f"| total | | | {sum(d['rows'] for d in p.get('data', []))} |")
     if p.get("stage") == "readout":
         return lines + _readout_lines(p)
-    trained = (
-        "the token rows only (align re-fitted after the last step)"
-        if p.get("tokens_only")
-        else "the token rows and both projections"
-    )
+    if p.get("tokens_only"):
+        trained = "the token rows only (align re-fitted after the last step)"
+    elif p.get("recon_only"):
+        trained = "recon only, on the reconstruction loss (align re-folded each step: the embeddings are unchanged)"
+    else:
+        trained = "the token rows and both projections"
     final = p.get("final", {})
     lines += [
         "",

@@ -69,6 +69,9 @@ class TrainConfig:
     init_align: Literal["ridge", "random"] = "ridge"  # start ``align`` from a ridge fit to the teacher targets
     ridge: float = 100.0  # L2 penalty of that fit, on standardised features
     tokens_only: bool = False  # train only the token rows; with a ridge start, align is re-fit after the last step
+    # Train only recon, on L_recon (token rows fixed, align re-folded every step so embeddings do not change): makes
+    # an adapter decode without touching its retrieval. Queries take the search path (the query instruction).
+    recon_only: bool = False
     seed: int = 0
     device: str | None = None
     dtype: str | None = None
@@ -111,6 +114,11 @@ class TrainConfig:
             raise GenRetError("learning rate must be > 0")
         if self.tokens_only and self.init_align != "ridge":
             raise GenRetError("--tokens-only needs --init-align ridge (align is otherwise never trained)")
+        if self.recon_only and (self.tokens_only or self.align_weight > 0 or self.recon_weight <= 0):
+            raise GenRetError(
+                "--recon-only trains recon on the reconstruction loss alone: pass --align-weight 0, "
+                "a --recon-weight above 0 and no --tokens-only"
+            )
         if self.init_align not in ("ridge", "random"):
             raise GenRetError(f"unknown --init-align {self.init_align!r}; use ridge or random")
         if not self.stages or (unknown := set(self.stages) - set(STAGES)):
@@ -164,7 +172,7 @@ class Batcher:
         device: str,
     ):
         self.model, self.tok, self.device = model, tokenizer, device
-        # Queries are embedded as the LLM answered them: the raw text, no instruction.
+        # Queries are embedded as given (optimize passes the raw text: as the LLM answered it).
         self.q_ids = tokenizer(
             list(queries), truncation=True, max_length=cfg.max_query_tokens, add_special_tokens=True
         )["input_ids"]
@@ -463,9 +471,21 @@ def optimize(cfg: TrainConfig, data: Prepared, progress: bool = True, log=print)
     split = _epoch_order(len(rows), cfg.seed, -1)
     held, train_idx = split[:hold], split[hold:]
 
+    prefix = ""  # queries as the LLM answered them; with recon_only, the search path that `genret explain` decodes
+    if cfg.recon_only:
+        from ..encoder.gen import GenEncoder
+
+        prefix = GenEncoder(model, tok, adapter_cfg, "", device).task("retrieval").query + " "
+
     def batcher_for(idx: list[int]) -> Batcher:
         return Batcher(
-            model, tok, [rows[i]["query"] for i in idx], [rows[i]["response"] for i in idx], targets[idx], cfg, device
+            model,
+            tok,
+            [prefix + rows[i]["query"] for i in idx],
+            [rows[i]["response"] for i in idx],
+            targets[idx],
+            cfg,
+            device,
         )
 
     batcher = batcher_for(train_idx)
@@ -475,7 +495,12 @@ def optimize(cfg: TrainConfig, data: Prepared, progress: bool = True, log=print)
         raise GenRetError(f"{len(batcher)} training responses do not fill one batch of {cfg.batch_size}")
     total = cfg.steps or max(1, math.ceil(cfg.epochs * micro_per_epoch / cfg.grad_accum))
     warmup = max(1, int(cfg.warmup_ratio * total))
-    trainable = [model.special] if cfg.tokens_only else model.adapter_parameters()
+    if cfg.tokens_only:
+        trainable = [model.special]
+    elif cfg.recon_only:
+        trainable = list(model.recon.parameters())
+    else:
+        trainable = model.adapter_parameters()
     for p in model.adapter_parameters():
         p.requires_grad_(any(p is t for t in trainable))
     opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -485,7 +510,7 @@ def optimize(cfg: TrainConfig, data: Prepared, progress: bool = True, log=print)
     csv_path = run / "losses.csv"
     kept = _start_log(csv_path, start)
 
-    if start == 0 and cfg.init_align == "ridge":
+    if start == 0 and cfg.init_align == "ridge" and not cfg.recon_only:
         fit_align_ridge(batcher, cfg, progress)
         if held_batcher is not None:
             log(f"held-out cosine after the ridge start of align: {evaluate_cosine(held_batcher, cfg):.4f}")
@@ -506,7 +531,10 @@ def optimize(cfg: TrainConfig, data: Prepared, progress: bool = True, log=print)
                 for key in parts:
                     parts[key] += res[key].item() / cfg.grad_accum
             torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+            before = [p.detach().clone() for p in model.recon.parameters()] if cfg.recon_only else None
             opt.step()
+            if before is not None:
+                refold_align(model, *before)
             sched.step()
             done = step + 1
             heldout = ""
@@ -581,6 +609,20 @@ def fit_align_ridge(batcher: Batcher, cfg: TrainConfig, progress: bool = True) -
 
 
 @torch.no_grad()
+def refold_align(model, weight: torch.Tensor, bias: torch.Tensor) -> None:
+    """Keep ``align(recon(h))`` the same function of ``h`` after ``recon`` moved from ``(weight, bias)``.
+
+    With A the align and R the recon map, the new align is A R_old R_new^-1 (solved in float64).
+    """
+    w_new, b_new = model.recon.weight.double(), model.recon.bias.double()
+    w_a, b_a = model.align.weight.double(), model.align.bias.double()
+    old = w_a @ weight.double()  # (D, H): the old map of h
+    w = torch.linalg.solve(w_new.T, old.T).T  # old @ inv(w_new)
+    model.align.bias.copy_((w_a @ bias.double() + b_a - w @ b_new).float())
+    model.align.weight.copy_(w.float())
+
+
+@torch.no_grad()
 def evaluate_cosine(batcher: Batcher, cfg: TrainConfig) -> float:
     """Mean cosine between the student's embedding of each held-out query and the teacher's of its response."""
     batcher.model.eval()
@@ -623,6 +665,7 @@ def provenance(cfg: TrainConfig, n_rows: int, hold: int, steps: int, csv_path: P
         "recon_trained": cfg.recon_weight > 0,
         "init_align": cfg.init_align,
         "tokens_only": cfg.tokens_only,
+        "recon_only": cfg.recon_only,
         "max_response_tokens": cfg.max_response_tokens,
         "final": {k: last.get(k) for k in ("loss", "recon", "align", "cos")},
         "heldout_cos": evals[-1] if evals else None,
