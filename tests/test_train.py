@@ -175,20 +175,26 @@ def test_tokens_only_moves_only_the_token_rows_and_refits_align(tmp_path, query_
 
 
 def test_recon_only_learns_to_decode_and_keeps_the_embeddings(tmp_path, query_file, tiny_backbone):
-    cfg = _cfg(tmp_path, query_file, tiny_backbone, recon_only=True, align_weight=0, lr=1e-2)
+    first = train(_cfg(tmp_path / "a", query_file, tiny_backbone, recon_weight=0), progress=False, log=lambda *_: None)
+    cfg = _cfg(tmp_path / "b", query_file, tiny_backbone, recon_only=True, align_weight=0, lr=1e-2)
+    cfg.init_adapter = str(first)
     adapter = train(cfg, progress=False, log=lambda *_: None)
     config, tensors = read_adapter(adapter)
-    start, tok = load_gen_model(tiny_backbone, None, "cpu", "fp32", 3, 0, dim=384)[:2]  # the same seeded start
-    trained = load_gen_model(tiny_backbone, adapter, "cpu", "fp32")[0]
-    assert torch.equal(tensors["special"], start.special.detach())
-    assert not torch.allclose(tensors["recon.weight"], start.recon.weight.detach(), atol=1e-3)
+    start_config, start_tensors = read_adapter(first)
+    assert not decodes(start_config) and decodes(config)
+    assert torch.equal(tensors["special"], start_tensors["special"])
+    assert not torch.allclose(tensors["recon.weight"], start_tensors["recon.weight"], atol=1e-3)
     # align was re-folded after every step: the same texts get the same embeddings.
+    start, tok = load_gen_model(tiny_backbone, first, "cpu", "fp32")[:2]
+    trained = load_gen_model(tiny_backbone, adapter, "cpu", "fp32")[0]
     ids, mask = left_pad(tok([q.text for q in load_queries([query_file])])["input_ids"], tok.pad_token_id)
     with torch.no_grad():
         torch.testing.assert_close(trained(ids, mask)["embedding"], start(ids, mask)["embedding"], rtol=0, atol=1e-4)
-    recon = [float(r.split(",")[2]) for r in (tmp_path / "run" / "losses.csv").read_text().splitlines()[1:]]
+    recon = [float(r.split(",")[2]) for r in (tmp_path / "b" / "run" / "losses.csv").read_text().splitlines()[1:]]
     assert recon[-1] < recon[0]
-    assert config.provenance["recon_only"] and decodes(config)
+    # The start's provenance (what made the embeddings) stays; the reconstruction step is added to it and the card.
+    assert config.provenance["steps"] == start_config.provenance["steps"] and config.provenance["recon"]["recon_only"]
+    assert "## Reconstruction (decoding)" in (adapter / "README.md").read_text()
 
 
 def test_recon_only_needs_the_reconstruction_loss_alone(tmp_path, query_file, tiny_backbone):

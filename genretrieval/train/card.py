@@ -25,7 +25,7 @@ def _training_lines(config: AdapterConfig) -> list[str]:
     lines += [f"| {d['file']} | {d['source']} | {d['license']} | {d['rows']} |" for d in p.get("data", [])]
     lines.append(f"| total | | | {sum(d['rows'] for d in p.get('data', []))} |")
     if p.get("stage") == "readout":
-        return lines + _readout_lines(p)
+        return lines + _readout_lines(p) + _recon_lines(p.get("recon"))
     if p.get("tokens_only"):
         trained = "the token rows only (align re-fitted after the last step)"
     elif p.get("recon_only"):
@@ -55,7 +55,7 @@ def _training_lines(config: AdapterConfig) -> list[str]:
         "",
         "The exact settings are in `adapter.json` (provenance) and the run's `train_config.json`.",
     ]
-    return lines
+    return lines + _recon_lines(p.get("recon"))
 
 
 def _init_name(init: str | None) -> str:
@@ -88,6 +88,27 @@ def _readout_lines(p: dict) -> list[str]:
         "```",
         "",
         "The exact settings are in `adapter.json` (provenance) and the run's `train_config.json`.",
+    ]
+
+
+def _recon_lines(r: dict | None) -> list[str]:
+    """The reconstruction step of ``genret train --recon-only`` on top of an adapter, if it had one."""
+    if not r:
+        return []
+    final = r.get("final") or {}
+    return [
+        "",
+        "## Reconstruction (decoding)",
+        "",
+        f"- then `recon` alone trained on the reconstruction loss (`--recon-only`): {r.get('steps')} steps at batch "
+        f"{r.get('batch_size')}, lr {r.get('lr')}, on {r.get('responses_used')} answers cut to "
+        f"{r.get('max_response_tokens')} tokens; final recon loss {final.get('recon')}; wall time "
+        f"{r.get('train_seconds')} s",
+        "- `align` was re-folded after every step, so every embedding, and every figure on this card, is unchanged",
+        "",
+        "```",
+        r.get("command") or "genretrieval.train.train(TrainConfig(recon_only=True, ...))",
+        "```",
     ]
 
 

@@ -505,6 +505,7 @@ def optimize(cfg: TrainConfig, data: Prepared, progress: bool = True, log=print)
         p.requires_grad_(any(p is t for t in trainable))
     opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _schedule(s, total, warmup))
+    start_provenance = dict(adapter_cfg.provenance)
     adapter_cfg.trained, adapter_cfg.teacher = True, cfg.teacher
     start = _resume(run, model, opt, sched, log)
     csv_path = run / "losses.csv"
@@ -567,11 +568,16 @@ def optimize(cfg: TrainConfig, data: Prepared, progress: bool = True, log=print)
             refit_cos = f"{evaluate_cosine(held_batcher, cfg):.4f}"
             log(f"held-out cosine after re-fitting align: {refit_cos}")
     model.eval()
-    adapter_cfg.provenance = provenance(cfg, len(rows), hold, total, csv_path)
+    made = provenance(cfg, len(rows), hold, total, csv_path)
+    by_id = {q.id: q for q in data.queries}
+    made["data"] = data_summary([by_id[rows[i]["id"]] for i in train_idx])
+    if cfg.recon_only and start_provenance:
+        # The embeddings are the start adapter's, so its provenance stays; the reconstruction step is added.
+        adapter_cfg.provenance = {**start_provenance, "recon_trained": True, "recon": made}
+    else:
+        adapter_cfg.provenance = made
     if refit_cos is not None:
         adapter_cfg.provenance["heldout_cos"] = refit_cos
-    by_id = {q.id: q for q in data.queries}
-    adapter_cfg.provenance["data"] = data_summary([by_id[rows[i]["id"]] for i in train_idx])
     out = save_adapter(model, adapter_cfg, run / "adapter")
     write_model_card(out)
     return out
