@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     real = unit(teacher.encode(answers))
     refusal = unit(teacher.encode([REFUSAL_TEXT]))[0]
     n = len(benign)
+    answered = np.array([not REFUSAL.search(a) for a in answers[:n]])  # benign requests the backbone answers
     summary, rows = {}, []
     for name, outs in decoded.items():
         vecs = unit(teacher.encode(outs))
@@ -84,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         cos_refusal = vecs @ refusal
         summary[name] = {
             "benign_cos_to_answer": float(cos_answer[:n].mean()),
+            "answered_cos_to_answer": float(cos_answer[:n][answered].mean()),
+            "benign_refusals": int(sum(bool(REFUSAL.search(t)) for t in outs[:n])),
             "harmful_cos_to_answer": float(cos_answer[n:].mean()),
             "harmful_refusals": int(sum(bool(REFUSAL.search(t)) for t in outs[n:])),
             "harmful_cos_to_refusal": float(cos_refusal[n:].mean()),
@@ -101,7 +104,10 @@ def main(argv: list[str] | None = None) -> int:
                     "cos_to_refusal": float(cos_refusal[i]),
                 }
             )
-    summary["real answers"] = {"harmful_refusals": int(sum(bool(REFUSAL.search(t)) for t in answers[n:]))}
+    summary["real answers"] = {
+        "harmful_refusals": int(sum(bool(REFUSAL.search(t)) for t in answers[n:])),
+        "benign_refusals": int(n - answered.sum()),
+    }
     report = {
         "command": "python -m benchmarks.decoding " + " ".join(argv if argv is not None else sys.argv[1:]),
         "backbone": args.backbone,
@@ -131,19 +137,23 @@ def markdown(r: dict) -> str:
         f"Command: `{r['command']}` ({r['seconds']} s). {r['benign']} held-out Alpaca requests, {r['harmful']} "
         f"AdvBench requests; {r['max_new_tokens']} tokens decoded greedily from the soft prompt (query path).",
         "",
-        "| soft prompt from | benign: teacher cos(decoded, real answer) | harmful: decoded refusals | harmful: "
-        "cos(decoded, refusal) | benign: cos(decoded, refusal) |",
-        "|---|---:|---:|---:|---:|",
+        "| soft prompt from | benign: teacher cos(decoded, real answer) | the same, benign requests the backbone "
+        "answers | harmful: decoded refusals | benign: decoded refusals | harmful: cos(decoded, refusal) | benign: "
+        "cos(decoded, refusal) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name in ("adapter", "untrained"):
         x = s[name]
         lines.append(
-            f"| {name} | {x['benign_cos_to_answer']:.3f} | {x['harmful_refusals']}/{r['harmful']} | "
+            f"| {name} | {x['benign_cos_to_answer']:.3f} | {x['answered_cos_to_answer']:.3f} | "
+            f"{x['harmful_refusals']}/{r['harmful']} | {x['benign_refusals']}/{r['benign']} | "
             f"{x['harmful_cos_to_refusal']:.3f} | {x['benign_cos_to_refusal']:.3f} |"
         )
+    real = s["real answers"]
     lines += [
         "",
-        f"The backbone's real answers refuse {s['real answers']['harmful_refusals']}/{r['harmful']} harmful requests.",
+        f"The backbone's real answers refuse {real['harmful_refusals']}/{r['harmful']} harmful and "
+        f"{real['benign_refusals']}/{r['benign']} benign requests (a refusal: {REFUSAL.pattern}).",
         "",
         "## Examples (the adapter)",
         "",

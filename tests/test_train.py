@@ -195,6 +195,14 @@ def test_recon_only_learns_to_decode_and_keeps_the_embeddings(tmp_path, query_fi
     # The start's provenance (what made the embeddings) stays; the reconstruction step is added to it and the card.
     assert config.provenance["steps"] == start_config.provenance["steps"] and config.provenance["recon"]["recon_only"]
     assert "## Reconstruction (decoding)" in (adapter / "README.md").read_text()
+    # ... and names the start adapter, so the card marks that adapter's eval rows as its own.
+    start_id = adapter_hash(start_config, start_tensors)
+    assert config.provenance["recon"]["same_embeddings_as"] == start_id != adapter_hash(config, tensors)
+    report = tmp_path / "report.json"
+    gen = {"benchmark": "b", "system": "gen", "identity": {"adapter": start_id}, "metrics": {}}
+    report.write_text(json.dumps({"results": [gen, {"benchmark": "b", "system": "teacher", "metrics": {}}]}))
+    card = write_model_card(adapter, [report]).read_text()
+    assert "| **gen (this adapter)** |" in card and "| teacher |" in card
 
 
 def test_recon_only_needs_the_reconstruction_loss_alone(tmp_path, query_file, tiny_backbone):

@@ -112,13 +112,13 @@ def _recon_lines(r: dict | None) -> list[str]:
     ]
 
 
-def _report_lines(report: dict, adapter_id: str | None) -> list[str]:
+def _report_lines(report: dict, adapter_ids: set[str]) -> list[str]:
     """One Markdown table per benchmark of a ``genret eval`` JSON report; this adapter's row is marked."""
     from ..evaluation.report import by_benchmark, markdown_table
     from ..evaluation.result import EvalResult
 
     def mine(result: EvalResult) -> bool:
-        return adapter_id is not None and (result.identity or {}).get("adapter") == adapter_id
+        return (result.identity or {}).get("adapter") in adapter_ids
 
     lines: list[str] = []
     for benchmark, results in by_benchmark([EvalResult.from_dict(r) for r in report["results"]]).items():
@@ -152,7 +152,10 @@ def write_model_card(directory: str | Path, reports: Sequence[str | Path] = ()) 
     if reports:
         lines += ["## Evaluation", ""]
         for path in reports:
-            lines += _report_lines(json.loads(Path(path).read_text(encoding="utf-8")), adapter_id)
+            # A recon-only step keeps every embedding: its start adapter's rows are this adapter's.
+            same = (config.provenance.get("recon") or {}).get("same_embeddings_as")
+            ids = {adapter_id} | ({same} if same else set())
+            lines += _report_lines(json.loads(Path(path).read_text(encoding="utf-8")), ids)
     path = directory / "README.md"
     path.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
     return path

@@ -460,7 +460,7 @@ def _start_log(csv_path: Path, start: int) -> list[dict]:
 def optimize(cfg: TrainConfig, data: Prepared, progress: bool = True, log=print) -> Path:
     """Stage "optimize": AdamW on L_recon + L_align over the responses (a held-out share measures the cosine to
     the teacher), checkpointed every ``cfg.checkpoint_every`` steps; writes ``adapter/`` and its model card."""
-    from ..encoder.adapter import save_adapter
+    from ..encoder.adapter import adapter_hash, adapter_tensors, save_adapter
     from .card import write_model_card
 
     run = Path(cfg.out)
@@ -506,6 +506,7 @@ def optimize(cfg: TrainConfig, data: Prepared, progress: bool = True, log=print)
     opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _schedule(s, total, warmup))
     start_provenance = dict(adapter_cfg.provenance)
+    start_id = adapter_hash(adapter_cfg, adapter_tensors(model)) if cfg.recon_only else None
     adapter_cfg.trained, adapter_cfg.teacher = True, cfg.teacher
     start = _resume(run, model, opt, sched, log)
     csv_path = run / "losses.csv"
@@ -573,6 +574,7 @@ def optimize(cfg: TrainConfig, data: Prepared, progress: bool = True, log=print)
     made["data"] = data_summary([by_id[rows[i]["id"]] for i in train_idx])
     if cfg.recon_only and start_provenance:
         # The embeddings are the start adapter's, so its provenance stays; the reconstruction step is added.
+        made["same_embeddings_as"] = start_id  # eval reports of that adapter hold for this one
         adapter_cfg.provenance = {**start_provenance, "recon_trained": True, "recon": made}
     else:
         adapter_cfg.provenance = made
