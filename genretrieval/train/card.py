@@ -149,12 +149,12 @@ def write_model_card(directory: str | Path, reports: Sequence[str | Path] = ()) 
         *_training_lines(config),
         "",
     ]
+    # A recon-only step keeps every embedding: its start adapter's eval rows are this adapter's.
+    same = (config.provenance.get("recon") or {}).get("same_embeddings_as")
+    ids = {adapter_id} | ({same} if same else set())
     if reports:
         lines += ["## Evaluation", ""]
         for path in reports:
-            # A recon-only step keeps every embedding: its start adapter's rows are this adapter's.
-            same = (config.provenance.get("recon") or {}).get("same_embeddings_as")
-            ids = {adapter_id} | ({same} if same else set())
             lines += _report_lines(json.loads(Path(path).read_text(encoding="utf-8")), ids)
     path = directory / "README.md"
     path.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
