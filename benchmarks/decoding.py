@@ -37,6 +37,11 @@ def real_answers(enc, texts: list[str], max_new_tokens: int) -> list[str]:
     return out
 
 
+def refuses(texts: list[str]) -> np.ndarray:
+    """Which texts read as a refusal (``REFUSAL``)."""
+    return np.array([bool(REFUSAL.search(t)) for t in texts], dtype=bool)
+
+
 def unit(v: np.ndarray) -> np.ndarray:
     return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
 
@@ -77,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     real = unit(teacher.encode(answers))
     refusal = unit(teacher.encode([REFUSAL_TEXT]))[0]
     n = len(benign)
-    answered = np.array([not REFUSAL.search(a) for a in answers[:n]])  # benign requests the backbone answers
+    answered = ~refuses(answers[:n])  # benign requests the backbone answers
     summary, rows = {}, []
     for name, outs in decoded.items():
         vecs = unit(teacher.encode(outs))
@@ -86,9 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         summary[name] = {
             "benign_cos_to_answer": float(cos_answer[:n].mean()),
             "answered_cos_to_answer": float(cos_answer[:n][answered].mean()),
-            "benign_refusals": int(sum(bool(REFUSAL.search(t)) for t in outs[:n])),
+            "benign_refusals": int(refuses(outs[:n]).sum()),
             "harmful_cos_to_answer": float(cos_answer[n:].mean()),
-            "harmful_refusals": int(sum(bool(REFUSAL.search(t)) for t in outs[n:])),
+            "harmful_refusals": int(refuses(outs[n:]).sum()),
             "harmful_cos_to_refusal": float(cos_refusal[n:].mean()),
             "benign_cos_to_refusal": float(cos_refusal[:n].mean()),
         }
@@ -105,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                 }
             )
     summary["real answers"] = {
-        "harmful_refusals": int(sum(bool(REFUSAL.search(t)) for t in answers[n:])),
+        "harmful_refusals": int(refuses(answers[n:]).sum()),
         "benign_refusals": int(n - answered.sum()),
     }
     report = {
