@@ -366,6 +366,10 @@ def test_readout_stage_end_to_end(tmp_path, query_file, tiny_backbone, monkeypat
     from genretrieval.encoder.model import GenModel
 
     init = train(_cfg(tmp_path / "init", query_file, tiny_backbone, steps=2), progress=False, log=lambda *_: None)
+    # As if the start had a reconstruction step (--recon-only) that kept the embeddings of an earlier adapter.
+    meta = json.loads((init / "adapter.json").read_text())
+    meta["provenance"]["recon"] = {"steps": 7, "same_embeddings_as": "earlier"}
+    (init / "adapter.json").write_text(json.dumps(meta))
     cfg = _cfg(
         tmp_path,
         query_file,
@@ -387,7 +391,10 @@ def test_readout_stage_end_to_end(tmp_path, query_file, tiny_backbone, monkeypat
     assert not torch.equal(tensors["align.weight"], start["align.weight"])
     assert a_cfg.provenance["stage"] == "readout" and 1 <= a_cfg.provenance["readout"]["best_epoch"] <= 3
     assert a_cfg.provenance["recon_trained"] is True  # carried over from the start adapter (recon weight 1)
-    assert "read-out" in (adapter / "README.md").read_text()
+    # The start's reconstruction step stays on record; its embeddings, and so its eval rows, are not this one's.
+    assert a_cfg.provenance["recon"] == {"steps": 7}
+    card = (adapter / "README.md").read_text()
+    assert "read-out" in card and "fitted on the features through this `recon`" in card
     # The saved adapter embeds a query exactly as the read-out did on its cached features.
     enc = load_encoder("gen", backbone=tiny_backbone, adapter=adapter, dtype="fp32", device="cpu")
     text = WORDS[0]

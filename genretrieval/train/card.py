@@ -100,11 +100,13 @@ def _recon_lines(r: dict | None) -> list[str]:
         "",
         "## Reconstruction (decoding)",
         "",
-        f"- then `recon` alone trained on the reconstruction loss (`--recon-only`): {r.get('steps')} steps at batch "
+        f"- `recon` trained alone on the reconstruction loss (`--recon-only`): {r.get('steps')} steps at batch "
         f"{r.get('batch_size')}, lr {r.get('lr')}, on {r.get('responses_used')} answers cut to "
         f"{r.get('max_response_tokens')} tokens; final recon loss {final.get('recon')}; wall time "
         f"{r.get('train_seconds')} s",
-        "- `align` was re-folded after every step, so every embedding, and every figure on this card, is unchanged",
+        "- `align` was re-folded after every step, so every embedding, and every figure on this card, is unchanged"
+        if r.get("same_embeddings_as")
+        else "- the read-out above was fitted on the features through this `recon`",
         "",
         "```",
         r.get("command") or "genretrieval.train.train(TrainConfig(recon_only=True, ...))",

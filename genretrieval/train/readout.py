@@ -263,6 +263,9 @@ def train_readout(
     )
     adapter_cfg.trained, adapter_cfg.teacher = True, cfg.teacher
     by_id = {x.id: x for x in queries}
+    # ``recon`` is the start adapter's, so its reconstruction step (if any) stays on record; the embeddings
+    # are new, so the start adapter's eval rows no longer hold for this one.
+    recon = {k: v for k, v in (adapter_cfg.provenance.get("recon") or {}).items() if k != "same_embeddings_as"}
     adapter_cfg.provenance = {
         "command": cfg.command,
         "queries": cfg.queries,
@@ -293,6 +296,7 @@ def train_readout(
         "data": data_summary([by_id[rows[i]["id"]] for i in data.train]),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
+        **({"recon": recon} if recon else {}),
     }
     out = save_adapter(model, adapter_cfg, run / "adapter")
     write_model_card(out)
