@@ -794,6 +794,19 @@ def train_cmd(
     readout_holdout: Annotated[
         int, typer.Option(min=1, help="Stage readout: training rows held out to choose the epoch by retrieval.")
     ] = 500,
+    readout_corpus: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            help="Stage readout: JSONL passages no query asked about (id, title, text; FILE:N samples N), trained "
+            "on the document path towards the teacher's embedding of each (repeat)."
+        ),
+    ] = None,
+    corpus_weight: Annotated[
+        float,
+        typer.Option(
+            min=0.0, help="Stage readout: weight of the corpus passages' term (0: held-out distractors only)."
+        ),
+    ] = 1.0,
     seed: Annotated[int, typer.Option(help="Seed of the query sample, the data order and the initial weights.")] = 0,
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
@@ -808,6 +821,7 @@ def train_cmd(
             **options,
             "out": str(out),
             "stages": stages or DEFAULT_STAGES,
+            "readout_corpus": readout_corpus or [],
             "command": "genret " + " ".join(sys.argv[1:]),
         }
     )

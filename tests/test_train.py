@@ -361,6 +361,54 @@ def test_retrieval_scores_by_hand():
     assert retrieval_scores(ident, q, p, t_dup)["mrr@10"] == pytest.approx(1.0)
 
 
+def test_info_nce_extra_rows_are_negatives_only():
+    from genretrieval.train.readout import info_nce
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.nn.functional.normalize(torch.randn(3, 8, generator=g), dim=-1)
+    y = torch.nn.functional.normalize(torch.randn(5, 8, generator=g), dim=-1)  # rows 3, 4: extra negatives
+    logits = x @ y.T / 0.1
+    expected = (torch.logsumexp(logits, 1) - logits.diag()).mean()
+    torch.testing.assert_close(info_nce(x, y, torch.zeros(3, 5, dtype=torch.bool), 0.1), expected)
+    assert info_nce(x, y, torch.zeros(3, 5, dtype=torch.bool), 0.1) > info_nce(
+        x, y[:3], torch.zeros(3, 3, dtype=torch.bool), 0.1
+    )
+
+
+def test_retrieval_scores_count_distractors_ranked_above_the_answer():
+    from genretrieval.train.readout import retrieval_scores
+
+    ident = torch.nn.Identity()
+    q = np.array([[1, 0, 0], [0, 0, 1]], dtype=np.float32)
+    p = np.array([[0.8, 0.6, 0], [0, 0, 1]], dtype=np.float32)
+    t = np.eye(2, 3, dtype=np.float32)
+    assert retrieval_scores(ident, q, p, t)["mrr@10"] == pytest.approx(1.0)
+    # A corpus passage nearer query 0 than its answer pushes the answer to rank 2; query 1 is untouched.
+    d = np.array([[1, 0, 0], [0, 1, 0]], dtype=np.float32)
+    assert retrieval_scores(ident, q, p, t, distractors=d)["mrr@10"] == pytest.approx((0.5 + 1) / 2)
+
+
+def test_readout_corpus_passages_stop_distracting():
+    """Corpus passages whose features the answers do not cover: without training on them they land anywhere,
+    some near the queries; trained towards their own targets, they stop outranking the answers."""
+    from genretrieval.train.readout import ReadoutConfig, fit_readout, retrieval_scores
+
+    g = np.random.default_rng(0)
+    n, m, h, d = 1200, 1200, 48, 16
+    t, tc = g.normal(size=(n, d)).astype(np.float32), g.normal(size=(m, d)).astype(np.float32)
+    mix_q, mix_p = g.normal(size=(d, h)), g.normal(size=(d, h))
+    mix_c = mix_q  # the corpus reads like the queries, unlike the answers the document path was trained on
+    q = (t @ mix_q + 0.3 * g.normal(size=(n, h))).astype(np.float32)
+    p = (t @ mix_p + 0.3 * g.normal(size=(n, h))).astype(np.float32)
+    c = (tc @ mix_c + 0.3 * g.normal(size=(m, h))).astype(np.float32)
+    rcfg = ReadoutConfig(epochs=20, batch_size=100)
+    scores = {}
+    for name, corpus in (("without", (None, None)), ("with", (c[:1000], tc[:1000]))):
+        readout = fit_readout(q[:1000], p[:1000], t[:1000], rcfg, progress=False, c=corpus[0], tc=corpus[1])
+        scores[name] = retrieval_scores(readout, q[1000:], p[1000:], t[1000:], distractors=c[1000:])["ndcg@10"]
+    assert scores["with"] > scores["without"] + 0.1, scores
+
+
 def test_readout_stage_end_to_end(tmp_path, query_file, tiny_backbone, monkeypatch):
     from genretrieval.encoder import load_encoder
     from genretrieval.encoder.model import GenModel
@@ -406,6 +454,39 @@ def test_readout_stage_end_to_end(tmp_path, query_file, tiny_backbone, monkeypat
     # A second run reuses every cached feature (no forward pass).
     monkeypatch.setattr(GenModel, "compress", lambda *a, **k: pytest.fail("features recomputed"))
     train(cfg, progress=False, log=lambda *_: None)
+
+
+def test_readout_stage_with_a_corpus(tmp_path, query_file, tiny_backbone):
+    from genretrieval.train.data import load_passages
+
+    corpus = tmp_path / "corpus.jsonl"
+    rows = [{"_id": f"d{i}", "title": f"Entry {i}", "text": f"{w} is described here."} for i, w in enumerate(WORDS)]
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    passages = load_passages([f"{corpus}:10"])
+    assert len(passages) == 10 and passages[0].text.startswith("Entry ") and passages[0].id.startswith("corpus:d")
+    init = train(_cfg(tmp_path / "init", query_file, tiny_backbone, steps=2), progress=False, log=lambda *_: None)
+    cfg = _cfg(
+        tmp_path,
+        query_file,
+        tiny_backbone,
+        stages=["responses", "teacher", "readout"],
+        init_adapter=str(init),
+        readout_epochs=2,
+        readout_batch_size=4,
+        readout_holdout=4,
+        readout_corpus=[str(corpus)],
+    )
+    adapter = train(cfg, progress=False, log=lambda *_: None)
+    prov = read_adapter(adapter)[0].provenance
+    assert prov["readout"]["corpus"] == [str(corpus)] and prov["readout"]["corpus_weight"] == 1.0
+    assert prov["readout"]["corpus_heldout"] == 4 and prov["readout"]["corpus_passages"] == len(rows) - 4
+    assert prov["corpus_data"] and (tmp_path / "run" / "corpus_teacher.parquet").exists()
+    card = (adapter / "README.md").read_text()
+    assert "Passages no query asked about" in card and "4 held-out corpus passages" in card
+    # A passage without text is refused in one line, naming the file and line.
+    corpus.write_text(json.dumps({"id": 1, "title": "x"}) + "\n")
+    with pytest.raises(GenRetError, match="corpus.jsonl:1.*non-empty 'text'"):
+        load_passages([corpus])
 
 
 def test_stages_read_only_what_earlier_stages_cached(tmp_path, query_file, tiny_backbone):

@@ -24,6 +24,15 @@ def _training_lines(config: AdapterConfig) -> list[str]:
     ]
     lines += [f"| {d['file']} | {d['source']} | {d['license']} | {d['rows']} |" for d in p.get("data", [])]
     lines.append(f"| total | | | {sum(d['rows'] for d in p.get('data', []))} |")
+    if p.get("corpus_data"):
+        lines += [
+            "",
+            "Passages no query asked about, read on the document path (stage `readout`, `--readout-corpus`):",
+            "",
+            "| file | source | license | rows |",
+            "|---|---|---|---:|",
+            *(f"| {d['file']} | {d['source']} | {d['license']} | {d['rows']} |" for d in p["corpus_data"]),
+        ]
     if p.get("stage") == "readout":
         return lines + _readout_lines(p) + _recon_lines(p.get("recon"))
     if p.get("tokens_only"):
@@ -74,9 +83,17 @@ def _readout_lines(p: dict) -> list[str]:
         f"{r.get('temperature')}, batch "
         f"{r.get('batch_size')}, lr {r.get('lr')}, {r.get('epochs')} epochs, answers also read as passages: "
         f"{r.get('passages')}, query-passage weight {r.get('query_passage_weight')}, duplicates above teacher "
-        f"cosine {r.get('duplicate_threshold')} are not negatives",
+        f"cosine {r.get('duplicate_threshold')} are not negatives"
+        + (
+            f"; {r.get('corpus_passages')} corpus passages pulled towards the teacher's embedding of themselves "
+            f"(weight {r.get('corpus_weight')})"
+            if r.get("corpus")
+            else ""
+        ),
         f"- chosen epoch {r.get('best_epoch')} by held-out retrieval ({p.get('heldout')} training rows nothing "
-        f"trained on; each query retrieves its own answer among theirs): nDCG@10 {held.get('ndcg@10')}, "
+        f"trained on; each query retrieves its own answer among theirs"
+        + (f" and {r.get('corpus_heldout')} held-out corpus passages" if r.get("corpus") else "")
+        + f"): nDCG@10 {held.get('ndcg@10')}, "
         f"MRR@10 {held.get('mrr@10')}, cosine to the teacher's answer embedding {held.get('cos')}",
         f"- wall time: {p.get('train_seconds')} s (features and fit)",
         f"- torch {p.get('torch')}, transformers {p.get('transformers')}",

@@ -1,4 +1,4 @@
-"""Training queries: read JSONL files, validate, deduplicate, and sample reproducibly."""
+"""Training queries and passages: read JSONL files, validate, deduplicate, and sample reproducibly."""
 
 from __future__ import annotations
 
@@ -59,6 +59,32 @@ def load_queries(
     out = sorted(queries.values(), key=lambda q: q.id)
     rng.shuffle(out)
     return out[:max_queries] if max_queries else out
+
+
+def load_passages(files: Sequence[str | Path], seed: int = 0) -> list[Query]:
+    """Passages that no query asked about, for stage ``readout`` (``--readout-corpus``): JSONL rows with ``text``,
+    an optional ``title`` (read as ``title + " " + text``, as BEIR corpora are) and ``id`` or ``_id``. A file
+    given as ``path:N`` contributes a seeded sample of N rows. Sorted by id, so the held-out split is stable."""
+    out: dict[str, Query] = {}
+    rng = random.Random(seed)
+    for spec in map(str, files):
+        f, cap = _split_cap(spec)
+        if not f.is_file():
+            raise GenRetError(f"passage file not found: {f}")
+        rows = []
+        for where, row in iter_jsonl(f):
+            rid = row.get("id", row.get("_id"))
+            if rid is None or not str(row.get("text") or "").strip():
+                raise GenRetError(f"{where}: a passage needs 'id' (or '_id') and a non-empty 'text'")
+            title = str(row.get("title") or "").strip()
+            text = f"{title} {str(row['text']).strip()}" if title else str(row["text"]).strip()
+            rows.append(Query(f"{f.stem}:{rid}", text, str(row.get("source", f.stem)), str(row.get("license", ""))))
+        if cap is not None and cap < len(rows):
+            rows = rng.sample(rows, cap)
+        out.update((q.id, q) for q in rows)
+    if not out:
+        raise GenRetError("the passage files hold no passages")
+    return sorted(out.values(), key=lambda q: q.id)
 
 
 def _split_cap(spec: str) -> tuple[Path, int | None]:

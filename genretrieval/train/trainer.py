@@ -25,7 +25,7 @@ from ..encoder.teacher import TEACHER_NAME
 from ..errors import GenRetError
 from ..fileio import atomic_write, write_parquet_atomic
 from ..progress import progress_bar
-from .data import load_queries
+from .data import load_passages, load_queries
 from .responses import generate_responses
 
 if TYPE_CHECKING:
@@ -89,6 +89,10 @@ class TrainConfig:
     query_passage_weight: float = 1.0
     duplicate_threshold: float = 0.9
     readout_holdout: int = 500
+    # Passages no query asked about (JSONL, ``path:N``): trained on the document path towards the teacher's
+    # embedding of the passage itself, with weight ``corpus_weight`` (0: held-out distractors only).
+    readout_corpus: list[str] = field(default_factory=list)
+    corpus_weight: float = 1.0
 
     def validate(self) -> None:
         if self.num_compression <= 0:
@@ -125,6 +129,8 @@ class TrainConfig:
             raise GenRetError(f"unknown stage(s) {sorted(unknown) if self.stages else []}; use " + ", ".join(STAGES))
         if "readout" in self.stages and "optimize" in self.stages:
             raise GenRetError("stages optimize and readout both write the adapter: run one of them")
+        if self.corpus_weight < 0:
+            raise GenRetError("--corpus-weight must be >= 0")
 
 
 # --------------------------------------------------------------------------------------- stage teacher
@@ -332,6 +338,8 @@ class Prepared:
     adapter_cfg: AdapterConfig
     rows: list[dict]  # usable responses, sorted by id
     targets: np.ndarray | None  # (N, D) raw teacher embeddings of the responses (None: no stage needs them)
+    passages: list = field(default_factory=list)  # stage readout's --readout-corpus passages, sorted by id
+    passage_targets: np.ndarray | None = None  # (M, D) raw teacher embeddings of those passages
 
 
 def prepare(cfg: TrainConfig, progress: bool = True, log=print) -> Prepared:
@@ -400,7 +408,14 @@ def prepare(cfg: TrainConfig, progress: bool = True, log=print) -> Prepared:
             progress,
             compute="teacher" in cfg.stages,
         )
-    return Prepared(queries, model, tok, adapter_cfg, rows, targets)
+    passages, passage_targets = [], None
+    if "readout" in cfg.stages and cfg.readout_corpus:
+        passages = load_passages(cfg.readout_corpus, cfg.seed)
+        log(f"readout corpus: {len(passages)} passages")
+        passage_targets = teacher_targets(
+            teacher, [p.id for p in passages], [p.text for p in passages], run / "corpus_teacher.parquet", progress
+        )
+    return Prepared(queries, model, tok, adapter_cfg, rows, targets, passages, passage_targets)
 
 
 def train(cfg: TrainConfig, progress: bool = True, log=print) -> Path:
@@ -420,10 +435,7 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> Path:
     (run / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
     data = prepare(cfg, progress, log)
     if "readout" in cfg.stages:
-        assert data.targets is not None  # prepare computes them for stage readout
-        return train_readout(
-            cfg, data.model, data.tokenizer, data.adapter_cfg, data.rows, data.targets, data.queries, run, progress, log
-        )
+        return train_readout(cfg, data, run, progress, log)
     if "optimize" in cfg.stages:
         return optimize(cfg, data, progress, log)
     return run
