@@ -315,8 +315,8 @@ def train_readout(cfg, prep, run: Path, progress: bool = True, log=print) -> Pat
         run,
         progress,
         log,
-        prep.passages,
-        prep.passage_targets,
+        prep.corpus,
+        prep.corpus_targets,
     )
     rcfg = readout_config(cfg)
     best, history = fit_best(data, rcfg, progress, log)
@@ -369,7 +369,7 @@ def train_readout(cfg, prep, run: Path, progress: bool = True, log=print) -> Pat
         "heldout_cos": f"{best['scores']['cos']:.4f}",
         "train_seconds": f"{time.time() - t0:.1f}",
         "data": data_summary([by_id[rows[i]["id"]] for i in data.train]),
-        **({"corpus_data": data_summary([prep.passages[i] for i in data.c_train])} if prep.passages else {}),
+        **({"corpus_data": data_summary([prep.corpus[i] for i in data.c_train])} if prep.corpus else {}),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         **({"recon": recon} if recon else {}),

@@ -338,8 +338,8 @@ class Prepared:
     adapter_cfg: AdapterConfig
     rows: list[dict]  # usable responses, sorted by id
     targets: np.ndarray | None  # (N, D) raw teacher embeddings of the responses (None: no stage needs them)
-    passages: list = field(default_factory=list)  # stage readout's --readout-corpus passages, sorted by id
-    passage_targets: np.ndarray | None = None  # (M, D) raw teacher embeddings of those passages
+    corpus: list = field(default_factory=list)  # stage readout's --readout-corpus passages, sorted by id
+    corpus_targets: np.ndarray | None = None  # (M, D) raw teacher embeddings of those passages
 
 
 def prepare(cfg: TrainConfig, progress: bool = True, log=print) -> Prepared:
@@ -408,14 +408,14 @@ def prepare(cfg: TrainConfig, progress: bool = True, log=print) -> Prepared:
             progress,
             compute="teacher" in cfg.stages,
         )
-    passages, passage_targets = [], None
+    corpus, corpus_targets = [], None
     if "readout" in cfg.stages and cfg.readout_corpus:
-        passages = load_passages(cfg.readout_corpus, cfg.seed)
-        log(f"readout corpus: {len(passages)} passages")
-        passage_targets = teacher_targets(
-            teacher, [p.id for p in passages], [p.text for p in passages], run / "corpus_teacher.parquet", progress
+        corpus = load_passages(cfg.readout_corpus, cfg.seed)
+        log(f"readout corpus: {len(corpus)} passages")
+        corpus_targets = teacher_targets(
+            teacher, [p.id for p in corpus], [p.text for p in corpus], run / "corpus_teacher.parquet", progress
         )
-    return Prepared(queries, model, tok, adapter_cfg, rows, targets, passages, passage_targets)
+    return Prepared(queries, model, tok, adapter_cfg, rows, targets, corpus, corpus_targets)
 
 
 def train(cfg: TrainConfig, progress: bool = True, log=print) -> Path:
