@@ -409,6 +409,14 @@ def test_readout_corpus_passages_stop_distracting():
     assert scores["with"] > scores["without"] + 0.1, scores
 
 
+def _readout_cfg(tmp_path, query_file, backbone, init, **kw) -> TrainConfig:
+    """Stage readout (after responses and teacher) from the adapter ``init``, on tiny batches."""
+    base = dict(
+        stages=["responses", "teacher", "readout"], init_adapter=str(init), readout_batch_size=4, readout_holdout=4
+    )
+    return _cfg(tmp_path, query_file, backbone, **{**base, **kw})
+
+
 def test_readout_stage_end_to_end(tmp_path, query_file, tiny_backbone, monkeypatch):
     from genretrieval.encoder import load_encoder
     from genretrieval.encoder.model import GenModel
@@ -418,16 +426,7 @@ def test_readout_stage_end_to_end(tmp_path, query_file, tiny_backbone, monkeypat
     meta = json.loads((init / "adapter.json").read_text())
     meta["provenance"]["recon"] = {"steps": 7, "same_embeddings_as": "earlier"}
     (init / "adapter.json").write_text(json.dumps(meta))
-    cfg = _cfg(
-        tmp_path,
-        query_file,
-        tiny_backbone,
-        stages=["responses", "teacher", "readout"],
-        init_adapter=str(init),
-        readout_epochs=3,
-        readout_batch_size=4,
-        readout_holdout=4,
-    )
+    cfg = _readout_cfg(tmp_path, query_file, tiny_backbone, init, readout_epochs=3)
     adapter = train(cfg, progress=False, log=lambda *_: None)
     run = tmp_path / "run"
     assert len((run / "readout.csv").read_text().splitlines()) == 4  # header + 3 epochs
@@ -465,17 +464,7 @@ def test_readout_stage_with_a_corpus(tmp_path, query_file, tiny_backbone):
     passages = load_passages([f"{corpus}:10"])
     assert len(passages) == 10 and passages[0].text.startswith("Entry ") and passages[0].id.startswith("corpus:d")
     init = train(_cfg(tmp_path / "init", query_file, tiny_backbone, steps=2), progress=False, log=lambda *_: None)
-    cfg = _cfg(
-        tmp_path,
-        query_file,
-        tiny_backbone,
-        stages=["responses", "teacher", "readout"],
-        init_adapter=str(init),
-        readout_epochs=2,
-        readout_batch_size=4,
-        readout_holdout=4,
-        readout_corpus=[str(corpus)],
-    )
+    cfg = _readout_cfg(tmp_path, query_file, tiny_backbone, init, readout_epochs=2, readout_corpus=[str(corpus)])
     adapter = train(cfg, progress=False, log=lambda *_: None)
     prov = read_adapter(adapter)[0].provenance
     assert prov["readout"]["corpus"] == [str(corpus)] and prov["readout"]["corpus_weight"] == 1.0
